@@ -1,0 +1,165 @@
+package mvcc
+
+import (
+	"fmt"
+	"slices"
+)
+
+// checkInvariants verifies the physical structure of s against the invariants documented on the
+// types. It is the test harnesses' self-check after every operation.
+func checkInvariants(s *Store) error {
+	st := &s.st
+	if st.rev < 1 || st.compactRev < 0 || st.compactRev > st.rev {
+		return fmt.Errorf("rev %d compact %d", st.rev, st.compactRev)
+	}
+	var bytes int64
+	check := func(ki *keyIndex, live bool) error {
+		if len(ki.vers) == 0 {
+			return fmt.Errorf("key %q has no versions", ki.key)
+		}
+		if ki.epoch > s.epoch {
+			return fmt.Errorf("key %q epoch %d > store epoch %d", ki.key, ki.epoch, s.epoch)
+		}
+		if last := &ki.vers[len(ki.vers)-1]; last.tombstone() == live {
+			return fmt.Errorf("key %q in live=%v has newest version tombstone=%v", ki.key, live, last.tombstone())
+		}
+		bytes += keyOverheadBytes + int64(len(ki.key))
+		for i := range ki.vers {
+			v := &ki.vers[i]
+			bytes += versionOverheadBytes + int64(len(v.value))
+			if i > 0 && !ki.vers[i-1].mod.less(v.mod) {
+				return fmt.Errorf("key %q: versions out of order at %d", ki.key, i)
+			}
+			if v.mod.Main > st.rev {
+				return fmt.Errorf("key %q: version %d.%d above rev %d", ki.key, v.mod.Main, v.mod.Sub, st.rev)
+			}
+		}
+		vs := ki.retained(st.compactRev, st.rev)
+		if len(vs) == 0 && live {
+			return fmt.Errorf("live key %q retains nothing", ki.key)
+		}
+		for i := range vs {
+			var prev *version
+			if i > 0 {
+				prev = &vs[i-1]
+			}
+			if err := checkVersion(&vs[i], prev, st.compactRev); err != nil {
+				return fmt.Errorf("key %q: %w", ki.key, err)
+			}
+		}
+		if s.compactDone() && len(vs) != len(ki.vers) {
+			return fmt.Errorf("key %q: compaction done but %d versions held, %d retained", ki.key, len(ki.vers), len(vs))
+		}
+		if s.compactDone() && len(vs) == 0 {
+			return fmt.Errorf("key %q: compaction done but the key retains nothing", ki.key)
+		}
+		return nil
+	}
+	var err error
+	st.live.Scan(func(k string, ki *keyIndex) bool {
+		if k != ki.key {
+			err = fmt.Errorf("live tree key %q holds keyIndex %q", k, ki.key)
+		} else if _, dup := st.dead.Get(k); dup {
+			err = fmt.Errorf("key %q both live and dead", k)
+		} else {
+			err = check(ki, true)
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	st.dead.Scan(func(k string, ki *keyIndex) bool {
+		if k != ki.key {
+			err = fmt.Errorf("dead tree key %q holds keyIndex %q", k, ki.key)
+		} else {
+			err = check(ki, false)
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	if bytes != s.bytes {
+		return fmt.Errorf("bytes %d, recomputed %d", s.bytes, bytes)
+	}
+	// History: revisions up to rev, from at most the first one above compactRev; every listed
+	// change above compactRev is retained.
+	h := &st.hist
+	if h.base+int64(h.n) != st.rev+1 || h.first < 0 || h.first > h.n || h.first >= histChunkEntries ||
+		h.n > len(h.chunks)*histChunkEntries {
+		return fmt.Errorf("history base %d first %d n %d chunks %d at rev %d", h.base, h.first, h.n, len(h.chunks), st.rev)
+	}
+	if oldest, _, ok := h.oldest(); ok && oldest > max(st.compactRev+1, 2) {
+		return fmt.Errorf("history starts at %d, compact %d", oldest, st.compactRev)
+	}
+	h.scan(0, func(main int64, rc *revChanges) bool {
+		if main <= st.compactRev {
+			return true
+		}
+		for sub := range rc.len() {
+			k := rc.key(sub)
+			ki, ok := st.live.Get(k)
+			if !ok {
+				ki, ok = st.dead.Get(k)
+			}
+			if !ok || ki.find(Revision{main, int64(sub)}) == nil {
+				err = fmt.Errorf("history %d.%d key %q: version not retained", main, sub, k)
+				return false
+			}
+		}
+		return true
+	})
+	return err
+}
+
+// dumpKeys lists every physically held keyIndex in key order, with the tree it is in.
+func dumpKeys(st *state) []string {
+	var out []string
+	st.visitAll("", func(ki *keyIndex) bool {
+		_, live := st.live.Get(ki.key)
+		tree := "dead"
+		if live {
+			tree = "live"
+		}
+		line := fmt.Sprintf("%s %s:", tree, fmtKey(ki.key))
+		for i := range ki.vers {
+			line += " " + fmtVersion(&ki.vers[i])
+		}
+		out = append(out, line)
+		return true
+	})
+	return out
+}
+
+func dumpHist(st *state) string {
+	out := "hist:"
+	st.hist.scan(0, func(main int64, rc *revChanges) bool {
+		keys := []string{fmtKey(rc.key0)}
+		for _, k := range rc.rest {
+			keys = append(keys, fmtKey(k))
+		}
+		out += fmt.Sprintf(" %d%v", main, keys)
+		return true
+	})
+	return out
+}
+
+func fmtVersion(v *version) string {
+	if v.tombstone() {
+		return fmt.Sprintf("%d.%d:tomb", v.mod.Main, v.mod.Sub)
+	}
+	s := fmt.Sprintf("%d.%d:v%d/c%d=%s", v.mod.Main, v.mod.Sub, v.ver, v.create, fmtKey(string(v.value)))
+	if v.lease != 0 {
+		s += fmt.Sprintf("/l%d", v.lease)
+	}
+	return s
+}
+
+// fmtKey prints printable ASCII as is and anything else Go-quoted.
+func fmtKey(k string) string {
+	if k == "" || slices.ContainsFunc([]byte(k), func(b byte) bool { return b <= ' ' || b > '~' || b == '"' }) {
+		return fmt.Sprintf("%q", k)
+	}
+	return k
+}

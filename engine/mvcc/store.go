@@ -1,0 +1,321 @@
+package mvcc
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/tidwall/btree"
+)
+
+// ErrCompacted is returned when a read or a compaction names a revision that has been compacted.
+var ErrCompacted = errors.New("mvcc: required revision has been compacted")
+
+// ErrFutureRev is returned when a read or a compaction names a revision above the current one.
+var ErrFutureRev = errors.New("mvcc: required revision is a future revision")
+
+// ErrInvalidSortOption is returned by Range for a SortOrder or SortTarget outside its enum. The
+// gRPC layer rejects those first (etcdserver: invalid sort option); this is the backstop.
+var ErrInvalidSortOption = errors.New("mvcc: invalid sort option")
+
+// ErrCorrupt is wrapped by every Restore error that is caused by the stream's content (bad magic,
+// unknown format version, checksum mismatch, truncation, or a state that breaks an invariant).
+var ErrCorrupt = errors.New("mvcc: corrupt snapshot")
+
+// Revision identifies one change: Main is the store revision of the write txn that made it, Sub
+// its position inside that txn. Revisions order changes: by Main, then by Sub.
+type Revision struct{ Main, Sub int64 }
+
+func (a Revision) less(b Revision) bool {
+	return a.Main < b.Main || (a.Main == b.Main && a.Sub < b.Sub)
+}
+
+// version is one change of one key: a put, or a tombstone when ver == 0.
+// Invariant: never modified once it is in a keyIndex.
+type version struct {
+	value  []byte   // nil for a tombstone and for an empty value.
+	mod    Revision // when the change was made.
+	create int64    // main revision of the put that created this generation; 0 for a tombstone.
+	ver    int64    // 1 on create, +1 per put; 0 marks a tombstone.
+	lease  int64    // 0 for no lease and for a tombstone.
+}
+
+func (v *version) tombstone() bool { return v.ver == 0 }
+
+// keyIndex is one key and its retained versions.
+type keyIndex struct {
+	// key is owned by the store (never a caller's buffer). Its bytes are handed out as
+	// KeyValue.Key and are never written.
+	key string
+	// vers are the key's physically retained versions.
+	// Invariant: non-empty; strictly increasing mod; the last is a put iff the keyIndex is in the
+	// live tree; the logically retained ones (see retained) form a valid history (checkVersion).
+	// Invariant: nothing ever writes a slot of the backing array below the length of a slice
+	// that was derived from it; the writer only appends (beyond every published length) or makes
+	// a new array. So every View keeps seeing exactly the versions it captured.
+	vers []version
+	// epoch is Store.epoch when this keyIndex was made.
+	// Invariant: a keyIndex reachable from a published View has epoch < Store.epoch, so the writer
+	// may modify a keyIndex in place iff its epoch == Store.epoch; otherwise it replaces it.
+	epoch uint64
+}
+
+// at returns the version of the key visible at main revision rev, or nil if the key did not
+// exist then (never written yet, or deleted).
+func (ki *keyIndex) at(rev int64) *version {
+	i := firstAfter(ki.vers, rev)
+	if i == 0 || ki.vers[i-1].tombstone() {
+		return nil
+	}
+	return &ki.vers[i-1]
+}
+
+// retained returns the versions that are logically part of the store at compactRev when read up
+// to main revision rev: the newest version <= compactRev if it is a put (what a read at compactRev
+// sees), then every version in (compactRev, rev]. It is independent of how far physical
+// compaction has progressed.
+func (ki *keyIndex) retained(compactRev, rev int64) []version {
+	i := firstAfter(ki.vers, compactRev)
+	j := firstAfter(ki.vers, rev)
+	if i > 0 && !ki.vers[i-1].tombstone() {
+		i--
+	}
+	return ki.vers[i:j]
+}
+
+// find returns the version with mod revision r, or nil.
+func (ki *keyIndex) find(r Revision) *version {
+	lo, hi := 0, len(ki.vers)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if ki.vers[mid].mod.less(r) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < len(ki.vers) && ki.vers[lo].mod == r {
+		return &ki.vers[lo]
+	}
+	return nil
+}
+
+// firstAfter returns the index of the first version whose main revision is > rev.
+func firstAfter(vers []version, rev int64) int {
+	lo, hi := 0, len(vers)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if vers[mid].mod.Main <= rev {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+type keyTree = btree.Map[string, *keyIndex]
+
+func newKeyTree() *keyTree { return btree.NewMap[string, *keyIndex](treeDegree) }
+
+// state is what a read sees: the key trees, the history and the revisions they describe.
+type state struct {
+	// live holds the keys whose newest version is a put. Count at the current revision is a
+	// difference of ranks in it.
+	// Invariant: disjoint from dead.
+	live *keyTree
+	// dead holds the keys whose newest version is a tombstone and that still retain versions.
+	dead *keyTree
+	// hist lists the keys each main revision changed.
+	// Invariant: holds every revision from the oldest one not yet physically compacted to rev, and
+	// for each entry above compactRev every listed (key, Revision{main, sub}) version is retained.
+	hist history
+	// rev is the current revision: the newest applied write txn (1 for a new store).
+	rev int64
+	// compactRev is the compaction revision. Invariant: 0 <= compactRev <= rev.
+	compactRev int64
+}
+
+// Store is the writable MVCC store. It is single-writer: every method runs on one goroutine (the
+// engine's apply loop). Readers on other goroutines use Views.
+type Store struct {
+	st state
+	// epoch counts the Views published so far. See keyIndex.epoch.
+	epoch uint64
+	// view is the View of the current state, if one has been made since the state last changed.
+	view *View
+	// txn is reused by every Begin. Invariant: at most one Txn is open.
+	txn Txn
+	// compactSub is how many changes of the oldest history entry physical compaction has done.
+	compactSub int
+	// bytes is what the retained keys and versions hold (see Bytes).
+	bytes int64
+}
+
+// New returns an empty store at revision 1 with compact revision 0.
+func New() *Store {
+	s := &Store{
+		st:    state{live: newKeyTree(), dead: newKeyTree(), hist: newHistory(2), rev: 1},
+		epoch: 1,
+	}
+	s.txn.s = s
+	return s
+}
+
+// Rev returns the current revision.
+func (s *Store) Rev() int64 { return s.st.rev }
+
+// CompactRev returns the compaction revision: reads below it fail with ErrCompacted.
+func (s *Store) CompactRev() int64 { return s.st.compactRev }
+
+// Bytes returns the bytes held by the physically retained keys and versions: key and value bytes
+// plus a fixed overhead per key and per version. It grows with every write and shrinks as
+// CompactStep removes versions; it is the measure for the space quota.
+func (s *Store) Bytes() int64 { return s.bytes }
+
+// View returns an immutable read view of the current state in O(1): the B-trees are shared
+// copy-on-write, the history is captured by value, and the writer never modifies anything a View
+// can reach (see keyIndex and history). Calling
+// View again before the next change returns the same View. View must be called on the writer's
+// goroutine with no Txn open; the View may then be used from any number of goroutines.
+func (s *Store) View() *View {
+	s.mustNotBeInTxn("View")
+	if s.view == nil {
+		s.view = &View{st: state{
+			live:       s.st.live.Copy(),
+			dead:       s.st.dead.Copy(),
+			hist:       s.st.hist,
+			rev:        s.st.rev,
+			compactRev: s.st.compactRev,
+		}}
+		s.epoch++
+	}
+	return s.view
+}
+
+// Compact makes rev the compaction revision. Its logical effect is immediate: from now on reads
+// below rev fail with ErrCompacted, and HashKV and WriteTo describe the compacted state. The
+// memory is reclaimed later, by CompactStep. Compaction does not create a revision.
+func (s *Store) Compact(rev int64) error {
+	s.mustNotBeInTxn("Compact")
+	if rev <= s.st.compactRev {
+		return ErrCompacted
+	}
+	if rev > s.st.rev {
+		return ErrFutureRev
+	}
+	s.st.compactRev = rev
+	s.view = nil
+	return nil
+}
+
+// CompactStep removes versions that are no longer reachable below the compaction revision: for
+// each key, every version <= CompactRev except the newest one if it is a put. It works through the
+// history from the oldest revision and does at most about versionsMax units of work (one per change
+// visited, per version dropped and per version copied, plus at most one key's survivors). It never
+// changes what any read returns. It reports whether physical compaction has caught up with
+// CompactRev.
+func (s *Store) CompactStep(versionsMax int) (done bool) {
+	s.mustNotBeInTxn("CompactStep")
+	if versionsMax <= 0 {
+		panicf("CompactStep: versionsMax %d must be positive", versionsMax)
+	}
+	work := 0
+	for work < versionsMax {
+		main, rc, ok := s.st.hist.oldest()
+		if !ok || main > s.st.compactRev {
+			return true
+		}
+		for n := rc.len(); s.compactSub < n && work < versionsMax; {
+			w, keyDone := s.compactKey(rc.key(s.compactSub), versionsMax-work)
+			work += w
+			if keyDone {
+				s.compactSub++
+			}
+		}
+		if s.compactSub < rc.len() {
+			break
+		}
+		s.st.hist.dropOldest()
+		s.compactSub = 0
+	}
+	return s.compactDone()
+}
+
+func (s *Store) compactDone() bool {
+	main, _, ok := s.st.hist.oldest()
+	return !ok || main > s.st.compactRev
+}
+
+// compactKey drops up to budget of key's versions that compaction at CompactRev makes
+// unreachable. It returns the work done (at least 1) and whether the key is fully compacted.
+func (s *Store) compactKey(key string, budget int) (work int, done bool) {
+	tree := s.st.live
+	ki, ok := tree.Get(key)
+	if !ok {
+		tree = s.st.dead
+		if ki, ok = tree.Get(key); !ok {
+			// A dead key already compacted away by an older change of it.
+			return 1, true
+		}
+	}
+	i := firstAfter(ki.vers, s.st.compactRev)
+	cut := i
+	if i > 0 && !ki.vers[i-1].tombstone() {
+		cut = i - 1
+	}
+	if cut == 0 {
+		return 1, true
+	}
+	done = true
+	if cut > budget {
+		cut, done = budget, false
+	}
+	for j := range ki.vers[:cut] {
+		s.bytes -= versionOverheadBytes + int64(len(ki.vers[j].value))
+	}
+	work = 1 + cut
+	rest := ki.vers[cut:]
+	if len(rest) == 0 {
+		if tree != s.st.dead {
+			panicf("compactKey: live key %q would lose its newest put at compact revision %d",
+				key, s.st.compactRev)
+		}
+		tree.Delete(key)
+		s.bytes -= keyOverheadBytes + int64(len(key))
+		return work, done
+	}
+	if done && len(rest) <= compactCopyVersionsMax {
+		rest = append([]version(nil), rest...)
+		work += len(rest)
+	}
+	if ki.epoch == s.epoch {
+		ki.vers = rest
+	} else {
+		tree.Set(ki.key, &keyIndex{key: ki.key, vers: rest, epoch: s.epoch})
+	}
+	return work, done
+}
+
+func (s *Store) mustNotBeInTxn(op string) {
+	if s.txn.open {
+		panicf("%s called with a Txn open", op)
+	}
+}
+
+// unsafeString views b as a string for a lookup. The result must not be stored.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// keyBytes returns the bytes of a stored key without copying. Invariant: nobody writes into them.
+func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func cloneValue(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func panicf(format string, args ...any) {
+	panic(fmt.Sprintf("mvcc: "+format, args...))
+}

@@ -1,0 +1,234 @@
+package mvcc
+
+import (
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Txn is a write transaction. All its changes share one main revision, Store.Rev()+1, with Sub
+// numbering them in order; End commits them and bumps the store's revision by exactly one iff
+// there was at least one change. Its reads see its own earlier writes.
+//
+// Begin returns the same *Txn every time: it is valid from Begin to End only. No View, Compact or
+// CompactStep may run while it is open.
+type Txn struct {
+	s    *Store
+	open bool
+	// changes are this txn's changes. Invariant: changes[i] has Revision{s.st.rev+1, i}.
+	changes []change
+	// doomed is scratch space for DeleteRange.
+	doomed []*keyIndex
+}
+
+// change is one put or tombstone (v.ver == 0) of key, as it was written.
+type change struct {
+	key string
+	v   version
+}
+
+// Begin opens the write transaction.
+func (s *Store) Begin() *Txn {
+	s.mustNotBeInTxn("Begin")
+	s.txn.open = true
+	return &s.txn
+}
+
+// Rev returns the revision this txn's writes get.
+func (t *Txn) Rev() int64 { return t.s.st.rev + 1 }
+
+// Range reads like View.Range, at the txn's current state: its current revision is Rev() once
+// the txn has changed something, Store.Rev() before.
+func (t *Txn) Range(key, end []byte, opts RangeOptions) (RangeResult, error) {
+	t.mustBeOpen("Range")
+	st := t.s.st
+	if len(t.changes) > 0 {
+		st.rev++
+	}
+	return st.rangeKeys(key, end, opts)
+}
+
+// Put writes value to key with the given lease (0 for none). It returns the key's previous
+// KeyValue, or nil if the key did not exist. key and value are copied.
+func (t *Txn) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue) {
+	t.mustBeOpen("Put")
+	s := t.s
+	rev := Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}
+	nv := version{value: cloneValue(value), mod: rev, lease: lease}
+	s.bytes += versionOverheadBytes + int64(len(nv.value))
+	var k string
+	if ki, ok := s.st.live.Get(unsafeString(key)); ok {
+		last := &ki.vers[len(ki.vers)-1]
+		prev = newKV(ki.key, last, false)
+		nv.create, nv.ver = last.create, last.ver+1
+		k = s.appendVersion(s.st.live, ki, nv).key
+	} else {
+		var vers []version
+		if dk, found := s.st.dead.Delete(unsafeString(key)); found {
+			k, vers = dk.key, dk.vers
+		} else {
+			k = string(key)
+			s.bytes += keyOverheadBytes + int64(len(k))
+		}
+		nv.create, nv.ver = rev.Main, 1
+		s.st.live.Set(k, &keyIndex{key: k, vers: append(vers, nv), epoch: s.epoch})
+	}
+	t.changes = append(t.changes, change{key: k, v: nv})
+	s.view = nil
+	return prev
+}
+
+// DeleteRange deletes the keys in [key, end) (see View.Range for the range forms) by writing a
+// tombstone for each. It returns their previous KeyValues in key order; deleting nothing is no
+// change.
+func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
+	t.mustBeOpen("DeleteRange")
+	s := t.s
+	st := s.st
+	if len(t.changes) > 0 {
+		st.rev++
+	}
+	doomed := t.doomed[:0]
+	if len(end) == 0 {
+		if ki, ok := s.st.live.Get(unsafeString(key)); ok {
+			doomed = append(doomed, ki)
+		}
+	} else if lo, hi, bounded, empty := bounds(key, end); !empty {
+		st.visit(lo, hi, bounded, st.rev, func(ki *keyIndex, _ *version) bool {
+			doomed = append(doomed, ki)
+			return true
+		})
+	}
+	if len(doomed) == 0 {
+		return nil
+	}
+	deleted = make([]*mvccpb.KeyValue, len(doomed))
+	kvs := make([]mvccpb.KeyValue, len(doomed))
+	for i, ki := range doomed {
+		fillKV(&kvs[i], ki.key, &ki.vers[len(ki.vers)-1], false)
+		deleted[i] = &kvs[i]
+		nv := version{mod: Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}}
+		s.bytes += versionOverheadBytes
+		s.st.live.Delete(ki.key)
+		if ki.epoch == s.epoch {
+			ki.vers = append(ki.vers, nv)
+		} else {
+			ki = &keyIndex{key: ki.key, vers: append(ki.vers, nv), epoch: s.epoch}
+		}
+		if _, replaced := s.st.dead.Set(ki.key, ki); replaced {
+			panicf("DeleteRange: key %q was both live and dead", ki.key)
+		}
+		t.changes = append(t.changes, change{key: ki.key, v: nv})
+	}
+	clear(doomed)
+	t.doomed = doomed[:0]
+	s.view = nil
+	return deleted
+}
+
+// End commits the txn. It returns the txn's events in order: a PUT carries the full KeyValue, a
+// DELETE carries {key, mod_revision}. It returns nil if the txn changed nothing.
+func (t *Txn) End() []*mvccpb.Event {
+	t.mustBeOpen("End")
+	t.open = false
+	n := len(t.changes)
+	if n == 0 {
+		return nil
+	}
+	s := t.s
+	s.st.rev++
+	rc := revChanges{key0: t.changes[0].key}
+	if n > 1 {
+		rc.rest = make([]string, n-1)
+		for i := range rc.rest {
+			rc.rest[i] = t.changes[i+1].key
+		}
+	}
+	s.st.hist.add(s.st.rev, rc)
+	events := newEvents(n)
+	for i := range t.changes {
+		fillEvent(events[i], t.changes[i].key, &t.changes[i].v)
+	}
+	clear(t.changes)
+	t.changes = t.changes[:0]
+	return events
+}
+
+// appendVersion adds nv as the newest version of ki, in place if no View can see ki, and returns
+// the keyIndex now in tree.
+func (s *Store) appendVersion(tree *keyTree, ki *keyIndex, nv version) *keyIndex {
+	if ki.epoch == s.epoch {
+		ki.vers = append(ki.vers, nv)
+		return ki
+	}
+	nk := &keyIndex{key: ki.key, vers: append(ki.vers, nv), epoch: s.epoch}
+	tree.Set(nk.key, nk)
+	return nk
+}
+
+func (t *Txn) mustBeOpen(op string) {
+	if !t.open {
+		panicf("Txn.%s called on a Txn that is not open", op)
+	}
+}
+
+// eventKV lets one allocation hold an Event and its KeyValue.
+type eventKV struct {
+	ev mvccpb.Event
+	kv mvccpb.KeyValue
+}
+
+// oneEvent is the single-change case: one allocation for the event, its KeyValue and the slice.
+type oneEvent struct {
+	eventKV
+	list [1]*mvccpb.Event
+}
+
+// newEvents returns n fresh Events, each with a fresh Kv.
+func newEvents(n int) []*mvccpb.Event {
+	if n == 1 {
+		o := &oneEvent{}
+		o.ev.Kv = &o.kv
+		o.list[0] = &o.ev
+		return o.list[:]
+	}
+	arr := make([]eventKV, n)
+	out := make([]*mvccpb.Event, n)
+	for i := range arr {
+		arr[i].ev.Kv = &arr[i].kv
+		out[i] = &arr[i].ev
+	}
+	return out
+}
+
+// fillEvent makes ev the event of the change (key, v): a PUT with the full KeyValue, or a DELETE
+// with {key, mod_revision}, as etcd sends them.
+func fillEvent(ev *mvccpb.Event, key string, v *version) {
+	if v.tombstone() {
+		ev.Type = mvccpb.Event_DELETE
+		ev.Kv.Key = keyBytes(key)
+		ev.Kv.ModRevision = v.mod.Main
+		return
+	}
+	ev.Type = mvccpb.Event_PUT
+	fillKV(ev.Kv, key, v, false)
+}
+
+// fillKV fills kv from a put version. Key and Value alias the store's immutable bytes.
+func fillKV(kv *mvccpb.KeyValue, key string, v *version, keysOnly bool) {
+	kv.Key = keyBytes(key)
+	kv.CreateRevision = v.create
+	kv.ModRevision = v.mod.Main
+	kv.Version = v.ver
+	kv.Lease = v.lease
+	if !keysOnly {
+		kv.Value = v.value
+	}
+}
+
+func newKV(key string, v *version, keysOnly bool) *mvccpb.KeyValue {
+	kv := &mvccpb.KeyValue{}
+	fillKV(kv, key, v, keysOnly)
+	return kv
+}
+
+// Changed reports whether the txn has changed anything so far, so End will bump the revision.
+func (t *Txn) Changed() bool { return len(t.changes) > 0 }
