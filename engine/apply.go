@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"fmt"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/engine/mvcc"
+)
+
+// Errors an applied request can fail with. Apply is a pure function of the
+// log, so every member fails the same request with the same error.
+var (
+	ErrLeaseNotFound = fmt.Errorf("engine: requested lease not found")
+	ErrKeyNotFound   = fmt.Errorf("engine: key not found")
+)
+
+// apply applies one committed entry.
+func (n *Node) apply(ent *raftpb.Entry) {
+	assert(ent.GetIndex() == n.applied+1, "engine: member %x applies entry %d after %d", n.cfg.ID, ent.GetIndex(), n.applied)
+	n.applied = ent.GetIndex()
+	switch ent.GetType() {
+	case raftpb.EntryNormal:
+		if len(ent.GetData()) == 0 {
+			return // a new leader's empty entry
+		}
+		req := &pb.InternalRaftRequest{}
+		if err := proto.Unmarshal(ent.GetData(), req); err != nil {
+			panic(fmt.Sprintf("engine: member %x cannot decode committed entry %d: %v", n.cfg.ID, ent.GetIndex(), err))
+		}
+		res, err := n.applyRequest(req)
+		r := Response{ID: ID(req.GetHeader().GetID()), Result: res, Err: err}
+		if req.GetCompaction().GetPhysical() && err == nil {
+			if _, ok := n.pending[r.ID]; ok {
+				n.physicalWaiters = append(n.physicalWaiters, r)
+			}
+			return
+		}
+		n.answer(r)
+	case raftpb.EntryConfChange:
+		var cc raftpb.ConfChange
+		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
+			panic(fmt.Sprintf("engine: member %x cannot decode conf change %d: %v", n.cfg.ID, ent.GetIndex(), err))
+		}
+		n.confState = n.raw.ApplyConfChange(&cc)
+	case raftpb.EntryConfChangeV2:
+		var cc raftpb.ConfChangeV2
+		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
+			panic(fmt.Sprintf("engine: member %x cannot decode conf change %d: %v", n.cfg.ID, ent.GetIndex(), err))
+		}
+		n.confState = n.raw.ApplyConfChange(&cc)
+	}
+}
+
+// applyRequest applies one decoded request to the store.
+func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) {
+	switch {
+	case req.Put != nil:
+		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyPut(t, req.Put) })
+	case req.DeleteRange != nil:
+		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyDeleteRange(t, req.DeleteRange), nil })
+	case req.Txn != nil:
+		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyTxn(t, req.Txn) })
+	case req.Compaction != nil:
+		if err := n.store.Compact(req.Compaction.Revision); err != nil {
+			return nil, err
+		}
+		n.viewStale = true
+		return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: n.store.Rev()}}, nil
+	}
+	return nil, ErrUnknownRequest
+}
+
+// write runs fn in one store transaction; the whole request gets one
+// revision, or none if it changed nothing.
+func (n *Node) write(fn func(*mvcc.Txn) (proto.Message, error)) (proto.Message, error) {
+	t := n.store.Begin()
+	res, err := fn(t)
+	if events := t.End(); len(events) > 0 {
+		n.viewStale = true
+	}
+	return res, err
+}
+
+func leaseExists(id int64) bool {
+	// Leases arrive with the lease issue; until then no lease exists.
+	return id == 0
+}
+
+// checkPut fails a put that cannot apply: a missing lease, or ignore_value
+// or ignore_lease on a key that does not exist.
+func checkPut(r rangeReader, p *pb.PutRequest) error {
+	if !leaseExists(p.Lease) {
+		return ErrLeaseNotFound
+	}
+	if p.IgnoreValue || p.IgnoreLease {
+		res, err := r.Range(p.Key, nil, mvcc.RangeOptions{CountOnly: true})
+		if err != nil {
+			return err
+		}
+		if res.Count == 0 {
+			return ErrKeyNotFound
+		}
+	}
+	return nil
+}
+
+func applyPut(t *mvcc.Txn, p *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := checkPut(t, p); err != nil {
+		return nil, err
+	}
+	return execPut(t, p), nil
+}
+
+// execPut applies a checked put.
+func execPut(t *mvcc.Txn, p *pb.PutRequest) *pb.PutResponse {
+	value, lease := p.Value, p.Lease
+	if p.IgnoreValue || p.IgnoreLease {
+		res, err := t.Range(p.Key, nil, mvcc.RangeOptions{})
+		assert(err == nil && len(res.KVs) == 1, "engine: checked put on %q lost its key: %v", p.Key, err)
+		if p.IgnoreValue {
+			value = res.KVs[0].Value
+		}
+		if p.IgnoreLease {
+			lease = res.KVs[0].Lease
+		}
+	}
+	prev := t.Put(p.Key, value, lease)
+	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: t.Rev()}}
+	if p.PrevKv && prev != nil {
+		resp.PrevKv = prev
+	}
+	return resp
+}
+
+func applyDeleteRange(t *mvcc.Txn, d *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
+	deleted := t.DeleteRange(d.Key, d.RangeEnd)
+	rev := t.Rev() - 1
+	if len(deleted) > 0 || t.Changed() {
+		rev = t.Rev()
+	}
+	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{Revision: rev}, Deleted: int64(len(deleted))}
+	if d.PrevKv {
+		resp.PrevKvs = deleted
+	}
+	return resp
+}
+
+// rangeReader is what a range reads from: a View, or a write Txn that sees
+// its own earlier writes.
+type rangeReader interface {
+	Range(key, end []byte, opts mvcc.RangeOptions) (mvcc.RangeResult, error)
+}
+
+// Range serves a RangeRequest from r; header.revision is r's current
+// revision.
+func Range(r rangeReader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	res, err := r.Range(req.Key, req.RangeEnd, mvcc.RangeOptions{
+		Rev:          req.Revision,
+		Limit:        req.Limit,
+		CountOnly:    req.CountOnly,
+		KeysOnly:     req.KeysOnly,
+		SortOrder:    mvcc.SortOrder(req.SortOrder),
+		SortTarget:   mvcc.SortTarget(req.SortTarget),
+		MinModRev:    req.MinModRevision,
+		MaxModRev:    req.MaxModRevision,
+		MinCreateRev: req.MinCreateRevision,
+		MaxCreateRev: req.MaxCreateRevision,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RangeResponse{
+		Header: &pb.ResponseHeader{Revision: res.Rev},
+		Kvs:    res.KVs,
+		More:   res.More,
+		Count:  res.Count,
+	}, nil
+}
+
+// zeroKV is what a compare on a range with no keys compares against.
+var zeroKV = &mvccpb.KeyValue{}

@@ -1,0 +1,518 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/engine/mvcc"
+)
+
+// ID names a submitted request until it is answered.
+type ID uint64
+
+// Request is what a client asks of the member.
+type Request struct {
+	// Op is proposed through raft and answered once applied. A nil Op is a
+	// linearizable read barrier: it is answered, with a nil Result, once the
+	// member has applied everything that was committed when it was taken,
+	// so a read served from the newest view afterwards is linearizable.
+	Op *etcdserverpb.InternalRaftRequest
+}
+
+// Response answers one submitted Request.
+type Response struct {
+	ID ID
+	// Result is the applied Op's response (*etcdserverpb.PutResponse,
+	// *etcdserverpb.DeleteRangeResponse, *etcdserverpb.TxnResponse or
+	// *etcdserverpb.CompactionResponse) with header.revision set; nil for a
+	// read barrier or when Err is set.
+	Result proto.Message
+	Err    error
+}
+
+// Log is the durable raft log the engine reads; the host writes it.
+type Log interface {
+	raft.Storage
+	// OpenSnapshot opens the body of the log's base snapshot, the engine
+	// state that WriteSnapshot produced at meta's index.
+	OpenSnapshot() (meta *raftpb.SnapshotMetadata, body io.ReadCloser, err error)
+}
+
+// Peer is a member of the initial cluster.
+type Peer struct {
+	ID uint64
+	// Context is carried in the bootstrap configuration change entry.
+	Context []byte
+}
+
+// Config is everything a Node gets from the outside world.
+type Config struct {
+	// ID is this member's raft ID; never 0.
+	ID uint64
+	// Log is the durable raft log; the host persists into it what Ready
+	// says, before calling Advance.
+	Log Log
+	// Bootstrap lists the initial members when Log is empty (a new
+	// cluster); it is ignored when the log holds state.
+	Bootstrap []Peer
+	// ElectionTicks and HeartbeatTicks are raft's timeouts in ticks;
+	// ElectionTicks > HeartbeatTicks > 0.
+	ElectionTicks  int
+	HeartbeatTicks int
+	// RequestTimeoutTicks is how long a submitted request may wait for its
+	// answer before it fails with ErrTimeout.
+	RequestTimeoutTicks int
+	// RequestBytesMax bounds an encoded proposal (etcd --max-request-bytes).
+	RequestBytesMax int
+	// Rand is the member's seeded source of randomness (request IDs).
+	Rand *rand.Rand
+	// Logger receives the engine's and raft's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Status is a member's view of the cluster, for Maintenance.Status and
+// response headers.
+type Status struct {
+	ID      uint64
+	Leader  uint64
+	Term    uint64
+	Commit  uint64
+	Applied uint64
+	// Bytes is what the MVCC store holds, reported as Status.dbSize.
+	Bytes int64
+}
+
+// Ready is the work the host must do now, in this order: persist
+// HardState and Entries (and Snapshot), syncing if MustSync; then send
+// Messages; then call Advance.
+type Ready struct {
+	HardState *raftpb.HardState // nil when unchanged
+	Entries   []*raftpb.Entry
+	Snapshot  *raftpb.Snapshot // nil when none arrived
+	MustSync  bool
+	Messages  []*raftpb.Message
+
+	// raftRd is the raft.Ready this Ready was built from; nil when the
+	// engine alone has work (answers to hand out).
+	raftRd *raft.Ready
+}
+
+// Output is what Advance hands back to the host.
+type Output struct {
+	// Responses answer submitted requests, in no particular order.
+	Responses []Response
+	// View is the read view after this Advance's applies; nil when nothing
+	// changed. Publish it before answering Responses' read barriers.
+	View *mvcc.View
+}
+
+// Errors a request can be answered with.
+var (
+	ErrTooManyRequests = errors.New("engine: too many requests")
+	ErrRequestTooLarge = errors.New("engine: request is too large")
+	ErrNoLeader        = errors.New("engine: no leader")
+	ErrTimeout         = errors.New("engine: request timed out")
+	ErrUnknownRequest  = errors.New("engine: unknown request")
+)
+
+// Node is one member's deterministic core.
+//
+// Node never blocks, sleeps, starts goroutines, reads clocks or touches
+// files; it is driven by one goroutine.
+type Node struct {
+	cfg   Config
+	log   *zap.Logger
+	raw   *raft.RawNode
+	store *mvcc.Store
+
+	// ticks counts Tick calls; it is the engine's only clock.
+	ticks uint64
+	// idNext is the next request ID. It starts at a random point so that
+	// IDs of a restarted member never match entries proposed before the
+	// restart.
+	idNext uint64
+
+	// pending holds the submitted, unanswered requests.
+	// Invariant: len(pending) <= requestsPendingMax.
+	pending map[ID]struct{}
+	// deadlines lists pending requests in submission order with the tick
+	// at which they time out; answered ones are skipped when reached.
+	// Invariant: deadlines[deadlinesHead:] holds at most
+	// requestsPendingMax + len(answered-but-not-yet-reached) entries, and
+	// ticks are non-decreasing.
+	deadlines     []deadline
+	deadlinesHead int
+
+	reads readBarriers
+
+	// physicalWaiters are Compact requests with physical=true, answered
+	// when the physical compaction they asked for is done.
+	physicalWaiters []Response
+
+	// outbox collects responses until the next Advance hands them out.
+	outbox []Response
+
+	// applied is the index of the last applied entry.
+	// Invariant: applied <= raft's committed index.
+	applied   uint64
+	confState *raftpb.ConfState
+	// viewStale is set when the store changed since the last view.
+	viewStale bool
+	// campaignAlone is set until a member that is its cluster's only voter
+	// has started its first election, which it does as soon as it has
+	// applied its log instead of after an election timeout.
+	campaignAlone bool
+}
+
+type deadline struct {
+	id   ID
+	tick uint64
+}
+
+// readBarriers batches linearizable reads: all barriers submitted while
+// one ReadIndex request is in flight share the next one.
+type readBarriers struct {
+	// waiting are barriers not yet covered by a ReadIndex request.
+	waiting []ID
+	// inflight are the barriers covered by the ReadIndex request with
+	// context inflightCtx, sent at tick inflightTick; inflightCtx is 0 when
+	// none is in flight.
+	inflight     []ID
+	inflightCtx  uint64
+	inflightTick uint64
+	// ready are batches whose read index is known, waiting for apply to
+	// reach it. Invariant: indexes are non-decreasing.
+	ready []readBatch
+}
+
+type readBatch struct {
+	index uint64
+	ids   []ID
+}
+
+// NewNode starts a member's core on cfg.Log: it restores the state from
+// the log's snapshot, bootstraps a new cluster if the log is empty, and
+// lets raft replay the committed entries after the snapshot through Ready.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.ID == 0 {
+		return nil, errors.New("engine: member ID must not be 0")
+	}
+	if cfg.Rand == nil {
+		return nil, errors.New("engine: Config.Rand is required")
+	}
+	if cfg.RequestTimeoutTicks <= 0 || cfg.RequestBytesMax <= 0 {
+		return nil, errors.New("engine: Config.RequestTimeoutTicks and RequestBytesMax must be positive")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	n := &Node{
+		cfg:     cfg,
+		log:     logger,
+		store:   mvcc.New(),
+		idNext:  cfg.Rand.Uint64(),
+		pending: make(map[ID]struct{}),
+	}
+	snap, err := cfg.Log.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading the log's snapshot: %w", err)
+	}
+	if snap.GetMetadata().GetIndex() > 0 {
+		if err := n.restore(); err != nil {
+			return nil, err
+		}
+	}
+	_, cs, err := cfg.Log.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading the log's initial state: %w", err)
+	}
+	n.confState = cs
+	n.applied = snap.GetMetadata().GetIndex()
+	last, err := cfg.Log.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading the log's last index: %w", err)
+	}
+	raw, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   cfg.Log,
+		Applied:                   n.applied,
+		MaxSizePerMsg:             raftMsgBytesMax,
+		MaxInflightMsgs:           raftInflightMsgsMax,
+		MaxUncommittedEntriesSize: raftUncommittedBytesMax,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		Logger:                    raftLogger{logger.Named("raft").WithOptions(zap.AddCallerSkip(1)).Sugar()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: starting raft: %w", err)
+	}
+	n.raw = raw
+	if last == 0 && snap.GetMetadata().GetIndex() == 0 {
+		if len(cfg.Bootstrap) == 0 {
+			return nil, errors.New("engine: empty log and no bootstrap members")
+		}
+		peers := make([]raft.Peer, len(cfg.Bootstrap))
+		for i, p := range cfg.Bootstrap {
+			peers[i] = raft.Peer{ID: p.ID, Context: p.Context}
+		}
+		if err := raw.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("engine: bootstrapping raft: %w", err)
+		}
+	}
+	n.viewStale = true
+	n.campaignAlone = true
+	return n, nil
+}
+
+// restore loads the store from the log's base snapshot.
+func (n *Node) restore() error {
+	meta, body, err := n.cfg.Log.OpenSnapshot()
+	if err != nil {
+		return fmt.Errorf("engine: opening the snapshot: %w", err)
+	}
+	defer body.Close()
+	store, err := mvcc.Restore(body)
+	if err != nil {
+		return fmt.Errorf("engine: restoring the snapshot at index %d: %w", meta.GetIndex(), err)
+	}
+	n.store = store
+	return nil
+}
+
+// Tick advances the member's logical clock by one tick.
+func (n *Node) Tick() {
+	n.ticks++
+	n.raw.Tick()
+	n.expireDeadlines()
+	n.retryReadIndex()
+}
+
+// maybeCampaignAlone starts the first election of a member that is the
+// only voter of its cluster once it has applied all it has committed
+// (raft refuses to campaign with configuration changes still to apply).
+func (n *Node) maybeCampaignAlone() {
+	if !n.campaignAlone {
+		return
+	}
+	st := n.raw.BasicStatus()
+	if st.Applied < st.GetCommit() {
+		return
+	}
+	n.campaignAlone = false
+	voters := n.raw.Status().Config.Voters.IDs()
+	if _, self := voters[n.cfg.ID]; len(voters) == 1 && self && st.Lead == raft.None {
+		assert(n.raw.Campaign() == nil, "engine: member %x cannot campaign", n.cfg.ID)
+	}
+}
+
+// Step hands the member a message from a peer.
+func (n *Node) Step(m *raftpb.Message) error { return n.raw.Step(m) }
+
+// Submit accepts a request; its answer comes out of a later Advance as a
+// Response with the returned ID. An error means the request was refused
+// and will never be answered.
+func (n *Node) Submit(r Request) (ID, error) {
+	if len(n.pending) >= requestsPendingMax {
+		return 0, ErrTooManyRequests
+	}
+	id := n.newID()
+	if r.Op == nil {
+		n.reads.waiting = append(n.reads.waiting, id)
+		n.maybeSendReadIndex()
+	} else {
+		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id)}
+		data, err := proto.Marshal(r.Op)
+		if err != nil {
+			return 0, fmt.Errorf("engine: encoding request: %w", err)
+		}
+		if len(data) > n.cfg.RequestBytesMax {
+			return 0, ErrRequestTooLarge
+		}
+		if err := n.raw.Propose(data); err != nil {
+			if errors.Is(err, raft.ErrProposalDropped) {
+				return 0, ErrNoLeader
+			}
+			return 0, fmt.Errorf("engine: proposing: %w", err)
+		}
+	}
+	n.pending[id] = struct{}{}
+	n.deadlines = append(n.deadlines, deadline{id: id, tick: n.ticks + uint64(n.cfg.RequestTimeoutTicks)})
+	return id, nil
+}
+
+func (n *Node) newID() ID {
+	for {
+		n.idNext++
+		id := ID(n.idNext)
+		if _, used := n.pending[id]; id != 0 && !used {
+			return id
+		}
+	}
+}
+
+// HasReady reports whether Ready has work for the host.
+func (n *Node) HasReady() bool {
+	return len(n.outbox) > 0 || n.raw.HasReady()
+}
+
+// Ready returns the work the host must do now. Call it only when HasReady,
+// and hand the result to Advance before calling Ready again.
+func (n *Node) Ready() Ready {
+	if !n.raw.HasReady() {
+		return Ready{}
+	}
+	rd := n.raw.Ready()
+	out := Ready{
+		Entries:  rd.Entries,
+		Snapshot: rd.Snapshot,
+		MustSync: rd.MustSync,
+		Messages: rd.Messages,
+		raftRd:   &rd,
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		out.HardState = rd.HardState
+	}
+	return out
+}
+
+// Advance tells the member that rd's persist part is durable and its
+// messages are sent; it applies the committed entries and returns the
+// answers that are now due.
+func (n *Node) Advance(rd Ready) Output {
+	if rd.raftRd != nil {
+		assert(rd.Snapshot == nil, "engine: member %x received a snapshot: installing snapshots arrives with the multi-member issue", n.cfg.ID)
+		for _, rs := range rd.raftRd.ReadStates {
+			n.readIndexAnswered(rs)
+		}
+		for _, ent := range rd.raftRd.CommittedEntries {
+			n.apply(ent)
+		}
+		n.raw.Advance(*rd.raftRd)
+		n.releaseReads()
+		n.maybeCampaignAlone()
+	}
+	n.compactStep()
+	out := Output{Responses: n.outbox}
+	n.outbox = nil
+	if n.viewStale {
+		out.View = n.store.View()
+		n.viewStale = false
+	}
+	return out
+}
+
+// Status returns the member's current view of the cluster.
+func (n *Node) Status() Status {
+	st := n.raw.BasicStatus()
+	return Status{
+		ID:      n.cfg.ID,
+		Leader:  st.Lead,
+		Term:    st.GetTerm(),
+		Commit:  st.GetCommit(),
+		Applied: n.applied,
+		Bytes:   n.store.Bytes(),
+	}
+}
+
+// answer queues the response to request id if it is still pending.
+func (n *Node) answer(r Response) {
+	if _, ok := n.pending[r.ID]; !ok {
+		return
+	}
+	delete(n.pending, r.ID)
+	n.outbox = append(n.outbox, r)
+}
+
+// expireDeadlines answers ErrTimeout to every request whose deadline has
+// passed.
+func (n *Node) expireDeadlines() {
+	for n.deadlinesHead < len(n.deadlines) && n.deadlines[n.deadlinesHead].tick <= n.ticks {
+		n.answer(Response{ID: n.deadlines[n.deadlinesHead].id, Err: ErrTimeout})
+		n.deadlinesHead++
+	}
+	// Reclaim the consumed prefix once it dominates, keeping appends O(1)
+	// amortized and the slice bounded by the pending requests.
+	if n.deadlinesHead > len(n.deadlines)/2 {
+		n.deadlines = append(n.deadlines[:0], n.deadlines[n.deadlinesHead:]...)
+		n.deadlinesHead = 0
+	}
+}
+
+func (n *Node) maybeSendReadIndex() {
+	if n.reads.inflightCtx != 0 || len(n.reads.waiting) == 0 {
+		return
+	}
+	n.reads.inflight = n.reads.waiting
+	n.reads.waiting = nil
+	n.sendReadIndex()
+}
+
+func (n *Node) sendReadIndex() {
+	n.reads.inflightCtx = uint64(n.newID())
+	n.reads.inflightTick = n.ticks
+	var ctx [8]byte
+	binary.BigEndian.PutUint64(ctx[:], n.reads.inflightCtx)
+	n.raw.ReadIndex(ctx[:])
+}
+
+// retryReadIndex asks again for a read index that went unanswered: raft
+// drops ReadIndex requests while there is no leader.
+func (n *Node) retryReadIndex() {
+	if n.reads.inflightCtx != 0 && n.ticks-n.reads.inflightTick >= readIndexRetryTicks {
+		n.sendReadIndex()
+	}
+}
+
+func (n *Node) readIndexAnswered(rs raft.ReadState) {
+	if len(rs.RequestCtx) != 8 || binary.BigEndian.Uint64(rs.RequestCtx) != n.reads.inflightCtx || n.reads.inflightCtx == 0 {
+		return // an abandoned request answered late
+	}
+	if k := len(n.reads.ready); k > 0 {
+		assert(n.reads.ready[k-1].index <= rs.Index, "engine: read index went back from %d to %d", n.reads.ready[k-1].index, rs.Index)
+	}
+	n.reads.ready = append(n.reads.ready, readBatch{index: rs.Index, ids: n.reads.inflight})
+	n.reads.inflight = nil
+	n.reads.inflightCtx = 0
+	n.maybeSendReadIndex()
+}
+
+// releaseReads answers the barriers whose read index has been applied.
+func (n *Node) releaseReads() {
+	k := 0
+	for ; k < len(n.reads.ready) && n.reads.ready[k].index <= n.applied; k++ {
+		for _, id := range n.reads.ready[k].ids {
+			n.answer(Response{ID: id})
+		}
+	}
+	n.reads.ready = n.reads.ready[k:]
+}
+
+func (n *Node) compactStep() {
+	if len(n.physicalWaiters) == 0 && n.store.CompactRev() == 0 {
+		return
+	}
+	if n.store.CompactStep(compactVersionsPerAdvance) {
+		for _, r := range n.physicalWaiters {
+			n.answer(r)
+		}
+		n.physicalWaiters = nil
+	}
+}
+
+func assert(cond bool, format string, args ...any) {
+	if !cond {
+		panic(fmt.Sprintf(format, args...))
+	}
+}
