@@ -1,0 +1,41 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/basaltdb/basalt/engine"
+	"github.com/basaltdb/basalt/engine/mvcc"
+)
+
+// grpcErrors maps the core's errors to etcd's gRPC errors, whose code and
+// message are the API clients match on.
+var grpcErrors = []struct {
+	err  error
+	grpc error
+}{
+	{mvcc.ErrCompacted, rpctypes.ErrGRPCCompacted},
+	{mvcc.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+	{engine.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+	{engine.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
+	{engine.ErrTooManyRequests, rpctypes.ErrGRPCRequestTooManyRequests},
+	{engine.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
+	{engine.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
+	{engine.ErrTimeout, rpctypes.ErrGRPCTimeout},
+	{errStopped, rpctypes.ErrGRPCStopped},
+	{context.Canceled, rpctypes.ErrGRPCCanceled},
+	{context.DeadlineExceeded, rpctypes.ErrGRPCDeadlineExceeded},
+}
+
+// toGRPC turns an error from the core into the gRPC status etcd answers
+// with; an error with no etcd equivalent passes through (codes.Unknown).
+func toGRPC(err error) error {
+	for _, e := range grpcErrors {
+		if errors.Is(err, e.err) {
+			return e.grpc
+		}
+	}
+	return err
+}

@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// clusterVersion and storageVersion are what a 3.7 cluster reports.
+const (
+	clusterVersion = "3.7.0"
+	storageVersion = "3.7.0"
+)
+
+// maintenanceServer serves etcd's Maintenance service.
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	m *Member
+}
+
+func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st := s.m.loop.status.Load()
+	view := s.m.loop.view.Load()
+	quota := s.m.cfg.QuotaBackendBytes
+	if quota <= 0 {
+		quota = quotaBytesDefault
+	}
+	resp := &pb.StatusResponse{
+		Header:           s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),
+		Version:          version.Version,
+		DbSize:           st.Bytes,
+		DbSizeInUse:      st.Bytes,
+		Leader:           st.Leader,
+		RaftIndex:        st.Commit,
+		RaftTerm:         st.Term,
+		RaftAppliedIndex: st.Applied,
+		StorageVersion:   storageVersion,
+		DbSizeQuota:      quota,
+		DowngradeInfo:    &pb.DowngradeInfo{},
+	}
+	if st.Leader == 0 {
+		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	return resp, nil
+}
+
+// Alarm lists alarms; basalt raises none yet, so the list is empty.
+// Raising and clearing alarms arrive with the quota.
+func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if r.Action != pb.AlarmRequest_GET {
+		return s.UnimplementedMaintenanceServer.Alarm(ctx, r)
+	}
+	return &pb.AlarmResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()})}, nil
+}
+
+// clusterServer serves etcd's Cluster service.
+type clusterServer struct {
+	pb.UnimplementedClusterServer
+	m *Member
+}
+
+func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	return &pb.MemberListResponse{
+		Header: s.m.header(nil),
+		Members: []*pb.Member{{
+			ID:         s.m.memberID,
+			Name:       s.m.cfg.Name,
+			PeerURLs:   urlStrings(s.m.cfg.AdvertisePeerURLs),
+			ClientURLs: s.m.advertisedClientURLs(),
+		}},
+	}, nil
+}
+
+// keepaliveOptions are etcd's gRPC keepalive settings.
+func keepaliveOptions(cfg *Config) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepaliveMinTime, PermitWithoutStream: false}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepaliveInterval, Timeout: cfg.GRPCKeepaliveTimeout}),
+	}
+}
