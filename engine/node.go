@@ -77,6 +77,19 @@ type Config struct {
 	Rand *rand.Rand
 	// Logger receives the engine's and raft's logs; nil discards them.
 	Logger *zap.Logger
+	// Bugs plants known bugs, for the simulator's self-test only.
+	Bugs Bugs
+}
+
+// Bugs are known ways to break a member that the simulator's checkers
+// must catch; production leaves them all off.
+type Bugs struct {
+	// ReadWithoutReadIndex answers a linearizable read barrier at once,
+	// from whatever this member has applied, without asking the leader.
+	ReadWithoutReadIndex bool
+	// ApplyUncommitted applies entries as soon as they are in the local
+	// log, before they are committed.
+	ApplyUncommitted bool
 }
 
 // Status is a member's view of the cluster, for Maintenance.Status and
@@ -329,6 +342,11 @@ func (n *Node) Submit(r Request) (ID, error) {
 	}
 	id := n.newID()
 	if r.Op == nil {
+		if n.cfg.Bugs.ReadWithoutReadIndex {
+			n.pending[id] = struct{}{}
+			n.answer(Response{ID: id})
+			return id, nil
+		}
 		n.reads.waiting = append(n.reads.waiting, id)
 		n.maybeSendReadIndex()
 	} else {
@@ -397,7 +415,16 @@ func (n *Node) Advance(rd Ready) Output {
 			n.readIndexAnswered(rs)
 		}
 		for _, ent := range rd.raftRd.CommittedEntries {
-			n.apply(ent)
+			if ent.GetIndex() > n.applied {
+				n.apply(ent)
+			}
+		}
+		if n.cfg.Bugs.ApplyUncommitted {
+			for _, ent := range rd.raftRd.Entries {
+				if ent.GetIndex() == n.applied+1 {
+					n.apply(ent)
+				}
+			}
 		}
 		n.raw.Advance(*rd.raftRd)
 		n.releaseReads()
