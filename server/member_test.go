@@ -2,14 +2,19 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // testConfig is a one-member configuration in dir on free loopback ports.
@@ -115,5 +120,69 @@ func TestMemberHTTP(t *testing.T) {
 		if !strings.Contains(strings.ReplaceAll(string(body), " ", ""), strings.ReplaceAll(c.want, " ", "")) {
 			t.Errorf("%s %s: got %d %s, want it to contain %s", c.method, c.path, resp.StatusCode, body, c.want)
 		}
+	}
+}
+
+func TestRangeStreamMatchesRange(t *testing.T) {
+	m := startMember(t, testConfig(t, t.TempDir()))
+	defer m.Stop()
+	cli := newClient(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	value := strings.Repeat("v", 300)
+	for i := range 500 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("key%04d", i), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv := pb.NewKVClient(cli.ActiveConnection())
+	for _, req := range []*pb.RangeRequest{
+		{Key: []byte("key"), RangeEnd: []byte("kez")},
+		{Key: []byte("key"), RangeEnd: []byte("kez"), Limit: 137},
+		{Key: []byte("key0100"), RangeEnd: []byte("key0200"), KeysOnly: true},
+		{Key: []byte("key"), RangeEnd: []byte("kez"), CountOnly: true},
+		{Key: []byte("key"), RangeEnd: []byte("kez"), Revision: 50, Serializable: true},
+	} {
+		want, err := kv.Range(ctx, proto.Clone(req).(*pb.RangeRequest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := kv.RangeStream(ctx, proto.Clone(req).(*pb.RangeRequest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &pb.RangeResponse{}
+		chunks := 0
+		for {
+			chunk, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunks++
+			r := chunk.RangeResponse
+			if r.Header != nil {
+				if got.Header != nil {
+					t.Fatalf("%v: two chunks carry a header", req)
+				}
+				got.Header, got.More, got.Count = r.Header, r.More, r.Count
+			}
+			got.Kvs = append(got.Kvs, r.Kvs...)
+		}
+		if !proto.Equal(got, want) {
+			t.Errorf("%v: %d chunks merged to\n%v\nwant\n%v", req, chunks, got, want)
+		}
+		if len(want.Kvs) > 2*rangeStreamChunkInitial && chunks < 2 {
+			t.Errorf("%v: %d kvs came in %d chunk(s); want them streamed", req, len(want.Kvs), chunks)
+		}
+	}
+	stream, err := kv.RangeStream(ctx, &pb.RangeRequest{Key: []byte("a"), SortOrder: pb.RangeRequest_DESCEND})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "RangeStream does not support custom sort orders") {
+		t.Errorf("sorted RangeStream: got %v", err)
 	}
 }
