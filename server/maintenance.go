@@ -81,3 +81,41 @@ func keepaliveOptions(cfg *Config) []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepaliveInterval, Timeout: cfg.GRPCKeepaliveTimeout}),
 	}
 }
+
+// HashKV hashes the keys and versions readable at a revision, so members
+// can be compared; the hash is basalt's own, equal on every member with
+// the same state, not etcd's number.
+func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	view := s.m.loop.view.Load()
+	rev := r.Revision
+	if rev <= 0 {
+		rev = view.Rev()
+	}
+	hash, compactRev, err := view.HashKV(rev)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &pb.HashKVResponse{
+		Header:          s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),
+		Hash:            hash,
+		CompactRevision: compactRev,
+		HashRevision:    rev,
+	}, nil
+}
+
+// Hash hashes the whole store at its current revision.
+func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	view := s.m.loop.view.Load()
+	hash, _, err := view.HashKV(0)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &pb.HashResponse{Header: s.m.header(&pb.ResponseHeader{Revision: view.Rev()}), Hash: hash}, nil
+}
+
+// Defragment succeeds at once: basalt's store frees what compaction drops
+// as it goes, so there is never anything to defragment. Like etcd's, the
+// answer has no header.
+func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	return &pb.DefragmentResponse{}, nil
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc/codes"
@@ -184,5 +186,48 @@ func TestRangeStreamMatchesRange(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "RangeStream does not support custom sort orders") {
 		t.Errorf("sorted RangeStream: got %v", err)
+	}
+}
+
+func TestMaintenanceHashesAndDefragment(t *testing.T) {
+	m := startMember(t, testConfig(t, t.TempDir()))
+	defer m.Stop()
+	cli := newClient(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, v := range []string{"1", "2", "3"} {
+		if _, err := cli.Put(ctx, "k", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at3, err := cli.HashKV(ctx, m.ClientURL(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := cli.HashKV(ctx, m.ClientURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at3.HashRevision != 3 || latest.HashRevision != 4 || latest.Header.Revision != 4 || at3.Hash == latest.Hash {
+		t.Fatalf("HashKV at 3 = %v, latest = %v; want hash revisions 3 and 4 with different hashes", at3, latest)
+	}
+	if _, err := cli.Compact(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Defragment(ctx, m.ClientURL()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := cli.HashKV(ctx, m.ClientURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Hash == latest.Hash || again.CompactRevision != 3 {
+		t.Fatalf("after compacting at 3 HashKV = %v; want compact revision 3 and a new hash (history below 3 is gone)", again)
+	}
+	if _, err := cli.HashKV(ctx, m.ClientURL(), 2); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Fatalf("HashKV below the compaction: got %v, want %v", err, rpctypes.ErrCompacted)
+	}
+	if _, err := cli.HashKV(ctx, m.ClientURL(), 99); !errors.Is(err, rpctypes.ErrFutureRev) {
+		t.Fatalf("HashKV in the future: got %v, want %v", err, rpctypes.ErrFutureRev)
 	}
 }
