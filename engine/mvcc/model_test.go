@@ -27,7 +27,9 @@ type mVersion struct {
 
 type model struct {
 	rev, compactRev int64
-	vers            map[string][]mVersion
+	// compacted is set by the first compaction: etcd's compaction revision starts below 0.
+	compacted bool
+	vers      map[string][]mVersion
 }
 
 // latest returns the key's newest version with main <= rev that is a put, or nil.
@@ -121,6 +123,11 @@ func (m *model) rangeAt(cur, compact int64, key, end string, o RangeOptions) (Ra
 	if o.CountOnly {
 		return res, nil, nil
 	}
+	filtered := o.MaxModRev != 0 || o.MinModRev != 0 || o.MaxCreateRev != 0 || o.MinCreateRev != 0
+	defaultOrder := o.SortOrder == SortNone || (o.SortTarget == SortByKey && o.SortOrder == SortAscend)
+	if defaultOrder && !filtered && o.Limit > 0 && int64(len(all)) > o.Limit+1 {
+		all = all[:o.Limit+1] // etcd reads Limit+1 keys in key order, then sorts those
+	}
 	var kept []mVersion
 	for _, v := range all {
 		if o.MaxModRev != 0 && v.mod.Main > o.MaxModRev || o.MinModRev != 0 && v.mod.Main < o.MinModRev ||
@@ -134,26 +141,26 @@ func (m *model) rangeAt(cur, compact int64, key, end string, o RangeOptions) (Ra
 		order = SortAscend
 	}
 	if order != SortNone && !(o.SortTarget == SortByKey && order == SortAscend) {
+		// etcd's comparisons with sort.Sort, whose order of ties is part of what etcd answers.
 		less := func(a, b mVersion) bool {
 			switch o.SortTarget {
 			case SortByKey:
 				return a.key < b.key
 			case SortByVersion:
-				return a.ver < b.ver
+				return a.ver-b.ver < 0
 			case SortByCreate:
-				return a.create < b.create
+				return a.create-b.create < 0
 			case SortByMod:
-				return a.mod.Main < b.mod.Main
+				return a.mod.Main-b.mod.Main < 0
 			default:
 				return a.value < b.value
 			}
 		}
-		sort.SliceStable(kept, func(i, j int) bool {
-			if order == SortDescend {
-				return less(kept[j], kept[i])
-			}
-			return less(kept[i], kept[j])
-		})
+		var sorter sort.Interface = mSort{kept, less}
+		if order == SortDescend {
+			sorter = sort.Reverse(sorter)
+		}
+		sort.Sort(sorter)
 	}
 	if o.Limit > 0 && int64(len(kept)) > o.Limit {
 		kept, res.More = kept[:o.Limit], true
@@ -413,12 +420,12 @@ func (mt *modelTest) repeat(t *rapid.T) {
 			rev := rapid.Int64Range(mt.m.compactRev-1, mt.m.rev+1).Draw(t, "rev")
 			var want error
 			switch {
-			case rev <= mt.m.compactRev:
+			case rev < 0 || (mt.m.compacted && rev <= mt.m.compactRev):
 				want = ErrCompacted
 			case rev > mt.m.rev:
 				want = ErrFutureRev
 			default:
-				mt.m.compactRev = rev
+				mt.m.compactRev, mt.m.compacted = rev, true
 			}
 			for _, s := range []*Store{mt.a, mt.b} {
 				if err := s.Compact(rev); !errors.Is(err, want) || (err == nil) != (want == nil) {
@@ -529,3 +536,12 @@ func (mt *modelTest) checkEvents(t *rapid.T, v *View, from, rev int64) {
 		}
 	}
 }
+
+type mSort struct {
+	vs   []mVersion
+	less func(a, b mVersion) bool
+}
+
+func (s mSort) Len() int           { return len(s.vs) }
+func (s mSort) Swap(i, j int)      { s.vs[i], s.vs[j] = s.vs[j], s.vs[i] }
+func (s mSort) Less(i, j int) bool { return s.less(s.vs[i], s.vs[j]) }

@@ -33,7 +33,7 @@ import (
 //
 // The payloads, concatenated, form the body. uvarint and varint are encoding/binary's.
 //
-//	body    = rev uvarint | compactRev uvarint | record* | 0x00
+//	body    = rev uvarint | compactRev uvarint | compacted byte (0 or 1) | record* | 0x00
 //	record  = 0x01 | keyLen uvarint | key | n uvarint (>= 1) | version * n     keys ascending
 //	version = main uvarint | sub uvarint | ver uvarint (0: tombstone) | create uvarint |
 //	          lease varint | valueLen uvarint | value                        revisions ascending
@@ -83,6 +83,7 @@ func (v *View) WriteTo(w io.Writer) (int64, error) {
 	e.writeRaw(hdr[:])
 	scratch := binary.AppendUvarint(nil, uint64(v.st.rev))
 	scratch = binary.AppendUvarint(scratch, uint64(v.st.compactRev))
+	scratch = append(scratch, boolByte(v.st.compacted))
 	e.write(scratch)
 	v.st.visitAll("", func(ki *keyIndex) bool {
 		if vs := ki.retained(v.st.compactRev, v.st.rev); len(vs) > 0 {
@@ -94,6 +95,13 @@ func (v *View) WriteTo(w io.Writer) (int64, error) {
 	e.flush()
 	e.writeEnd()
 	return e.n, e.err
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 type byteSink interface{ write(p []byte) }
@@ -357,11 +365,18 @@ func (d *decoder) body() (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	compacted, err := d.ReadByte()
+	if err != nil {
+		return nil, err
+	}
 	if rev < 1 {
 		return nil, corruptf("rev %d < 1", rev)
 	}
+	if compacted > 1 || (compacted == 0 && compactRev != 0) {
+		return nil, corruptf("compacted flag %d with compact rev %d", compacted, compactRev)
+	}
 	s := New()
-	s.st.rev, s.st.compactRev = rev, compactRev
+	s.st.rev, s.st.compactRev, s.st.compacted = rev, compactRev, compacted == 1
 	var refs []histRef
 	prevKey, first := "", true
 	for {

@@ -134,6 +134,10 @@ type state struct {
 	rev int64
 	// compactRev is the compaction revision. Invariant: 0 <= compactRev <= rev.
 	compactRev int64
+	// compacted is set by the first Compact. Until then revision 0 may still be compacted, as
+	// etcd's compaction revision starts below every revision.
+	// Invariant: compacted || compactRev == 0.
+	compacted bool
 }
 
 // Store is the writable MVCC store. It is single-writer: every method runs on one goroutine (the
@@ -187,6 +191,7 @@ func (s *Store) View() *View {
 			hist:       s.st.hist,
 			rev:        s.st.rev,
 			compactRev: s.st.compactRev,
+			compacted:  s.st.compacted,
 		}}
 		s.epoch++
 	}
@@ -198,13 +203,13 @@ func (s *Store) View() *View {
 // memory is reclaimed later, by CompactStep. Compaction does not create a revision.
 func (s *Store) Compact(rev int64) error {
 	s.mustNotBeInTxn("Compact")
-	if rev <= s.st.compactRev {
+	if rev < 0 || (s.st.compacted && rev <= s.st.compactRev) {
 		return ErrCompacted
 	}
 	if rev > s.st.rev {
 		return ErrFutureRev
 	}
-	s.st.compactRev = rev
+	s.st.compactRev, s.st.compacted = rev, true
 	s.view = nil
 	return nil
 }

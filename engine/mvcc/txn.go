@@ -232,3 +232,13 @@ func newKV(key string, v *version, keysOnly bool) *mvccpb.KeyValue {
 
 // Changed reports whether the txn has changed anything so far, so End will bump the revision.
 func (t *Txn) Changed() bool { return len(t.changes) > 0 }
+
+// FirstRev is the lowest revision a read in this txn may ask for without ErrCompacted, as etcd
+// checks it before running a write txn: the compaction revision, or -1 before the first
+// compaction.
+func (t *Txn) FirstRev() int64 {
+	if !t.s.st.compacted {
+		return -1
+	}
+	return t.s.st.compactRev
+}

@@ -2,8 +2,8 @@ package mvcc
 
 import (
 	"bytes"
-	"cmp"
 	"slices"
+	"sort"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
@@ -59,6 +59,12 @@ func (o *RangeOptions) filtered() bool {
 	return o.MinModRev != 0 || o.MaxModRev != 0 || o.MinCreateRev != 0 || o.MaxCreateRev != 0
 }
 
+// defaultOrder reports whether the request asks for the natural key order, as etcd decides
+// it: SortNone whatever the target, or KEY ascending.
+func (o *RangeOptions) defaultOrder() bool {
+	return o.SortOrder == SortNone || (o.SortTarget == SortByKey && o.SortOrder == SortAscend)
+}
+
 func (o *RangeOptions) keep(v *version) bool {
 	return (o.MaxModRev == 0 || v.mod.Main <= o.MaxModRev) &&
 		(o.MinModRev == 0 || v.mod.Main >= o.MinModRev) &&
@@ -106,8 +112,9 @@ type RangeResult struct {
 //     ErrCompacted (reading exactly at it is allowed).
 //   - With the natural order and no filter, a read at the current revision stops after Limit
 //     results: O(log² n + Limit), Count coming from ranks in the live tree. Otherwise every key of
-//     the range is visited; results are filtered, sorted (stable: ties stay in key order), then
-//     truncated to Limit.
+//     the range is visited; results are filtered, sorted as etcd sorts them (sortCands), then
+//     truncated to Limit. As in etcd, a sort requested with SortNone (a target other than KEY)
+//     only reorders the first Limit+1 keys.
 func (v *View) Range(key, end []byte, opts RangeOptions) (RangeResult, error) {
 	return v.st.rangeKeys(key, end, opts)
 }
@@ -153,8 +160,11 @@ func (st *state) rangeKeys(key, end []byte, o RangeOptions) (RangeResult, error)
 	if empty {
 		return res, nil
 	}
-	natural := order == SortNone && !o.filtered()
-	if rev == st.rev && (o.CountOnly || natural) {
+	// etcd reads Limit+1 keys in key order whenever the request's own order is the default
+	// and no filter is set, even when the target then sorts them (a target other than KEY with
+	// SortNone sorts ascending): such a sort reorders only those Limit+1 keys.
+	natural := o.defaultOrder() && !o.filtered()
+	if rev == st.rev && (o.CountOnly || (natural && order == SortNone)) {
 		st.rangeLive(&res, lo, hi, bounded, &o)
 		return res, nil
 	}
@@ -164,7 +174,6 @@ func (st *state) rangeKeys(key, end []byte, o RangeOptions) (RangeResult, error)
 		res.Count++
 		if collect {
 			cands = append(cands, cand{ki, v})
-			// In the natural order, Limit+1 candidates are enough to know whether there are more.
 			collect = !natural || o.Limit <= 0 || int64(len(cands)) <= o.Limit
 		}
 		return true
@@ -172,10 +181,10 @@ func (st *state) rangeKeys(key, end []byte, o RangeOptions) (RangeResult, error)
 	if o.CountOnly {
 		return res, nil
 	}
-	if !natural {
+	if o.filtered() {
 		cands = slices.DeleteFunc(cands, func(c cand) bool { return !o.keep(c.v) })
-		sortCands(cands, o.SortTarget, order)
 	}
+	sortCands(cands, o.SortTarget, order)
 	if o.Limit > 0 && int64(len(cands)) > o.Limit {
 		cands = cands[:o.Limit]
 		res.More = true
@@ -296,29 +305,41 @@ func (st *state) visitAll(lo string, fn func(*keyIndex) bool) {
 	}
 }
 
+// sortCands sorts as etcd does, with sort.Sort and the same comparisons, so that even the order
+// of ties (which sort.Sort does not keep) is etcd's: it depends only on the input order, key
+// order here as there, and on the results of Less.
 func sortCands(cands []cand, target SortTarget, order SortOrder) {
 	if order == SortNone {
 		return
 	}
-	var c func(a, b cand) int
+	s := candSort{cands: cands}
 	switch target {
 	case SortByKey:
-		c = func(a, b cand) int { return cmp.Compare(a.ki.key, b.ki.key) }
+		s.less = func(a, b *cand) bool { return a.ki.key < b.ki.key }
 	case SortByVersion:
-		c = func(a, b cand) int { return cmp.Compare(a.v.ver, b.v.ver) }
+		s.less = func(a, b *cand) bool { return a.v.ver-b.v.ver < 0 }
 	case SortByCreate:
-		c = func(a, b cand) int { return cmp.Compare(a.v.create, b.v.create) }
+		s.less = func(a, b *cand) bool { return a.v.create-b.v.create < 0 }
 	case SortByMod:
-		c = func(a, b cand) int { return cmp.Compare(a.v.mod.Main, b.v.mod.Main) }
+		s.less = func(a, b *cand) bool { return a.v.mod.Main-b.v.mod.Main < 0 }
 	case SortByValue:
-		c = func(a, b cand) int { return bytes.Compare(a.v.value, b.v.value) }
+		s.less = func(a, b *cand) bool { return bytes.Compare(a.v.value, b.v.value) < 0 }
 	}
 	if order == SortDescend {
-		asc := c
-		c = func(a, b cand) int { return asc(b, a) }
+		sort.Sort(sort.Reverse(s))
+		return
 	}
-	slices.SortStableFunc(cands, c)
+	sort.Sort(s)
 }
+
+type candSort struct {
+	cands []cand
+	less  func(a, b *cand) bool
+}
+
+func (s candSort) Len() int           { return len(s.cands) }
+func (s candSort) Swap(i, j int)      { s.cands[i], s.cands[j] = s.cands[j], s.cands[i] }
+func (s candSort) Less(i, j int) bool { return s.less(&s.cands[i], &s.cands[j]) }
 
 // oneKV is a single-result KVs slice and its KeyValue in one allocation.
 type oneKV struct {
