@@ -105,7 +105,8 @@ func compareKV(c *pb.Compare, kv *mvccpb.KeyValue) bool {
 	case pb.Compare_LESS:
 		return order < 0
 	}
-	return false
+	// etcd counts a compare with an unknown result as satisfied.
+	return true
 }
 
 func cmpInt64(a, b int64) int {
@@ -119,21 +120,22 @@ func cmpInt64(a, b int64) int {
 }
 
 // checkTxn checks every op on path against the state before the txn and
-// returns how much of path it consumed.
-func checkTxn(r rangeReader, rt *pb.TxnRequest, path txnPath) (int, error) {
+// returns how much of path it consumed. Only a txn that writes is
+// checked, as in etcd; a read-only one fails when it runs.
+func checkTxn(t *mvcc.Txn, rt *pb.TxnRequest, path txnPath) (int, error) {
 	used := 1
 	for _, op := range branch(rt, path[0]) {
 		switch v := op.Request.(type) {
 		case *pb.RequestOp_RequestRange:
-			if err := checkRange(r, v.RequestRange); err != nil {
+			if err := checkRange(t, v.RequestRange); err != nil {
 				return 0, err
 			}
 		case *pb.RequestOp_RequestPut:
-			if err := checkPut(r, v.RequestPut); err != nil {
+			if err := checkPut(t, v.RequestPut); err != nil {
 				return 0, err
 			}
 		case *pb.RequestOp_RequestTxn:
-			n, err := checkTxn(r, v.RequestTxn, path[used:])
+			n, err := checkTxn(t, v.RequestTxn, path[used:])
 			if err != nil {
 				return 0, err
 			}
@@ -143,10 +145,19 @@ func checkTxn(r rangeReader, rt *pb.TxnRequest, path txnPath) (int, error) {
 	return used, nil
 }
 
-// checkRange fails a range at a revision the store cannot serve.
-func checkRange(r rangeReader, rr *pb.RangeRequest) error {
-	_, err := r.Range(rr.Key, rr.RangeEnd, mvcc.RangeOptions{Rev: rr.Revision, CountOnly: true})
-	return err
+// checkRange fails a range of a write txn at a revision the store cannot
+// serve, with etcd's bounds: a revision below the first readable one fails
+// even when negative (which, run, would read the current revision).
+func checkRange(t *mvcc.Txn, rr *pb.RangeRequest) error {
+	switch {
+	case rr.Revision == 0:
+		return nil
+	case rr.Revision > t.Rev()-1:
+		return mvcc.ErrFutureRev
+	case rr.Revision < t.FirstRev():
+		return mvcc.ErrCompacted
+	}
+	return nil
 }
 
 // applyTxn runs a txn that may write.
