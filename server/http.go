@@ -50,7 +50,23 @@ func (m *Member) httpHandler() (http.Handler, error) {
 			gwmux.ServeHTTP(w, r)
 		})))
 	}
-	return mux, nil
+	return cors(mux), nil
+}
+
+// cors adds the headers etcd adds to every HTTP answer with its default
+// --cors=*, and answers preflight requests itself.
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Add("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE")
+		h.Add("Access-Control-Allow-Origin", "*")
+		h.Add("Access-Control-Allow-Headers", "accept, content-type, authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // gateway builds the grpc-gateway mux with etcd's JSON conventions, over

@@ -122,6 +122,9 @@ func TestMemberHTTP(t *testing.T) {
 		if !strings.Contains(strings.ReplaceAll(string(body), " ", ""), strings.ReplaceAll(c.want, " ", "")) {
 			t.Errorf("%s %s: got %d %s, want it to contain %s", c.method, c.path, resp.StatusCode, body, c.want)
 		}
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+			t.Errorf("%s %s: Access-Control-Allow-Origin %q, want * as etcd's default --cors", c.method, c.path, got)
+		}
 	}
 }
 
