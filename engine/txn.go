@@ -119,15 +119,22 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
-// checkTxn checks every op on path against the state before the txn and
-// returns how much of path it consumed. Only a txn that writes is
-// checked, as in etcd; a read-only one fails when it runs.
-func checkTxn(t *mvcc.Txn, rt *pb.TxnRequest, path txnPath) (int, error) {
+// txnState is the state a txn is checked against before it runs: a write
+// Txn before its first write, or a View for a read-only txn.
+type txnState interface {
+	rangeReader
+	// FirstRev is the lowest revision a read may ask for.
+	FirstRev() int64
+}
+
+// checkTxn checks every op on path against the state before the txn, whose
+// revision is rev, and returns how much of path it consumed.
+func checkTxn(t txnState, rev int64, rt *pb.TxnRequest, path txnPath) (int, error) {
 	used := 1
 	for _, op := range branch(rt, path[0]) {
 		switch v := op.Request.(type) {
 		case *pb.RequestOp_RequestRange:
-			if err := checkRange(t, v.RequestRange); err != nil {
+			if err := checkRange(t, rev, v.RequestRange); err != nil {
 				return 0, err
 			}
 		case *pb.RequestOp_RequestPut:
@@ -135,7 +142,7 @@ func checkTxn(t *mvcc.Txn, rt *pb.TxnRequest, path txnPath) (int, error) {
 				return 0, err
 			}
 		case *pb.RequestOp_RequestTxn:
-			n, err := checkTxn(t, v.RequestTxn, path[used:])
+			n, err := checkTxn(t, rev, v.RequestTxn, path[used:])
 			if err != nil {
 				return 0, err
 			}
@@ -145,14 +152,14 @@ func checkTxn(t *mvcc.Txn, rt *pb.TxnRequest, path txnPath) (int, error) {
 	return used, nil
 }
 
-// checkRange fails a range of a write txn at a revision the store cannot
-// serve, with etcd's bounds: a revision below the first readable one fails
-// even when negative (which, run, would read the current revision).
-func checkRange(t *mvcc.Txn, rr *pb.RangeRequest) error {
+// checkRange fails a txn's range at a revision the store cannot serve,
+// with etcd's bounds: a revision below the first readable one fails even
+// when negative (which, run alone, would read the current revision).
+func checkRange(t txnState, rev int64, rr *pb.RangeRequest) error {
 	switch {
 	case rr.Revision == 0:
 		return nil
-	case rr.Revision > t.Rev()-1:
+	case rr.Revision > rev:
 		return mvcc.ErrFutureRev
 	case rr.Revision < t.FirstRev():
 		return mvcc.ErrCompacted
@@ -166,7 +173,7 @@ func applyTxn(t *mvcc.Txn, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := checkTxn(t, rt, path); err != nil {
+	if _, err := checkTxn(t, t.Rev()-1, rt, path); err != nil {
 		return nil, err
 	}
 	resp, _, err := execTxn(t, t, rt, path)
@@ -185,6 +192,9 @@ func applyTxn(t *mvcc.Txn, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 func ReadTxn(v *mvcc.View, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 	path, err := compareToPath(v, rt)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := checkTxn(v, v.Rev(), rt, path); err != nil {
 		return nil, err
 	}
 	resp, _, err := execTxn(v, nil, rt, path)

@@ -408,3 +408,12 @@ func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, nex
 	})
 	return events, next, nil
 }
+
+// FirstRev is the lowest revision a read may ask for without ErrCompacted, as etcd checks a
+// txn's ranges before running it: the compaction revision, or -1 before the first compaction.
+func (v *View) FirstRev() int64 {
+	if !v.st.compacted {
+		return -1
+	}
+	return v.st.compactRev
+}
