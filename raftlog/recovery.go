@@ -125,7 +125,7 @@ func scanSegment(s *segment, newest bool, visit func(rec record, off int64) erro
 	if err != nil {
 		return scanResult{}, err
 	}
-	r := &fileReader{f: s.f, size: size}
+	r := &fileReader{f: s.f, size: size, skipCRC: s.skipCRC}
 	res := scanResult{vouched: segmentHeaderRecordBytes}
 	off := int64(0)
 	var st recordStatus
@@ -474,6 +474,7 @@ func (l *Log) replaySegments(segs []*segment) (*replay, error) {
 	r := &replay{}
 	for i, s := range segs {
 		newest := i == len(segs)-1
+		s.skipCRC = l.opts.SkipCRC
 		res, err := scanSegment(s, newest, func(rec record, off int64) error { return r.visit(s, rec, off) })
 		if err != nil {
 			return nil, err

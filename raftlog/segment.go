@@ -32,6 +32,8 @@ type segment struct {
 	// reset: the segment opens with recSnapshot, so no entry of an older
 	// segment is live.
 	reset bool
+	// skipCRC is Options.SkipCRC, for scanning the segment.
+	skipCRC bool
 }
 
 // segmentName is `<seq>-<firstIndex>.wal`, both fixed-width hex, so that

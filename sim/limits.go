@@ -1,0 +1,51 @@
+package sim
+
+import "time"
+
+// Limits and fixed settings of the simulator, kept together so that their
+// relations are visible.
+const (
+	// ppmMax is one million parts per million: certainty.
+	ppmMax = 1_000_000
+
+	// tickInterval is a member's nominal tick, etcd's default heartbeat
+	// interval; electionTicks and heartbeatTicks are etcd's defaults in
+	// ticks (1 s and 100 ms).
+	tickInterval   = 100 * time.Millisecond
+	electionTicks  = 10
+	heartbeatTicks = 1
+	// requestTimeoutTicks is how long a member keeps a request before it
+	// answers ErrTimeout (etcd: 5 s plus two election timeouts).
+	requestTimeoutTicks = 70
+	// requestBytesMax is etcd's --max-request-bytes default.
+	requestBytesMax = 1536 * 1024
+
+	// nemesisInterval is how often fault probabilities (given per second)
+	// are rolled.
+	nemesisInterval = time.Second
+	// clientLinkDelayMin and clientLinkDelayMax bound the one-way delay
+	// between a client and a member.
+	clientLinkDelayMin = 100 * time.Microsecond
+	clientLinkDelayMax = 2 * time.Millisecond
+	// retryBackoff is how long a client waits before retrying a request
+	// that failed without an answer from the cluster.
+	retryBackoff = 100 * time.Millisecond
+	// hashInterval is how often, at most, a member's state hash is sampled
+	// for comparison with the other members at the same applied index.
+	hashInterval = 250 * time.Millisecond
+
+	// livenessBound is how long the healed core has to converge.
+	livenessBound = 10 * time.Second
+	// livenessPoll is how often convergence is checked.
+	livenessPoll = 100 * time.Millisecond
+
+	// rangeKeysMax bounds the keys a range read or delete spans.
+	rangeKeysMax = 8
+
+	// opsMax bounds the client operations of one run, so a runaway workload
+	// cannot exhaust memory.
+	opsMax = 200_000
+	// eventsMax bounds the events of one run; reaching it is reported as a
+	// stall of the simulator itself.
+	eventsMax = 50_000_000
+)

@@ -1,0 +1,186 @@
+package sim
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// liveness is the phase after the faults (TigerBeetle's liveness mode): a
+// core of a majority is restarted, unpaused and fully connected, with fast
+// faultless disks and network; the members outside it stay down for good.
+// The core must then elect a leader, commit a probe write, answer every
+// client and converge to one state within livenessBound.
+type liveness struct {
+	core     []bool
+	deadline time.Duration
+	probe    *op
+}
+
+// startLiveness ends the safety phase.
+func (w *World) startLiveness() {
+	w.phase = phaseLiveness
+	var healthy []int
+	for i, m := range w.members {
+		if !m.failed {
+			healthy = append(healthy, i)
+		}
+	}
+	if len(healthy) < w.quorum() {
+		w.fail("fault model", fmt.Sprintf("only %d of %d disks are intact: the simulator corrupted a majority", len(healthy), len(w.members)))
+		return
+	}
+	// A random core of at least a majority of the intact members.
+	for i := len(healthy) - 1; i > 0; i-- {
+		j := w.fault.intN(uint64(i + 1))
+		healthy[i], healthy[j] = healthy[j], healthy[i]
+	}
+	size := int(w.fault.between(int64(w.quorum()), int64(len(healthy))))
+	w.live = &liveness{core: make([]bool, len(w.members)), deadline: w.now + livenessBound}
+	for _, i := range healthy[:size] {
+		w.live.core[i] = true
+		w.mix(uint64(evLiveness), uint64(i))
+	}
+	w.net.calm()
+	for i, m := range w.members {
+		if !w.live.core[i] {
+			m.stop()
+			continue
+		}
+		m.inj.calm = true
+		if m.up {
+			m.pausedUntil = 0
+			m.guard(m.kick)
+		} else {
+			w.after(time.Millisecond, evRestart, i, m.restart)
+		}
+	}
+	w.live.probe = &op{id: len(w.work.ops), client: -1, kind: opPut, key: "probe",
+		write: &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("probe"), Value: []byte("probe")}}}
+	w.work.ops = append(w.work.ops, w.live.probe)
+	w.after(time.Millisecond, evLiveness, -1, w.sendProbe)
+	w.after(livenessPoll, evLiveness, -1, w.pollLiveness)
+}
+
+// sendProbe sends the probe write to a core member, again until answered.
+func (w *World) sendProbe() {
+	p := w.live.probe
+	if p.done || w.phase != phaseLiveness {
+		return
+	}
+	var core []int
+	for i, in := range w.live.core {
+		if in {
+			core = append(core, i)
+		}
+	}
+	a := &attempt{op: p, member: core[w.fault.intN(uint64(len(core)))], sent: w.now}
+	p.attempts = append(p.attempts, a)
+	m := w.members[a.member]
+	w.after(clientLinkDelayMin, evClient, a.member, func() { m.request(a) })
+	w.after(time.Second, evClientTimeout, -1, func() {
+		if a.state == attemptPending {
+			a.state, a.answered = attemptIndefinite, w.now
+		}
+		if a.state != attemptOK {
+			w.sendProbe()
+		}
+	})
+}
+
+func (w *World) pollLiveness() {
+	if w.phase != phaseLiveness {
+		return
+	}
+	why := w.pendingConvergence()
+	if why == "" {
+		w.finish()
+		return
+	}
+	if w.now >= w.live.deadline {
+		w.fail("liveness", fmt.Sprintf("the core %v did not converge within %v of healing: %s", w.coreIDs(), livenessBound, why))
+		return
+	}
+	w.after(livenessPoll, evLiveness, -1, w.pollLiveness)
+}
+
+func (w *World) coreIDs() []uint64 {
+	var ids []uint64
+	for i, in := range w.live.core {
+		if in {
+			ids = append(ids, uint64(i+1))
+		}
+	}
+	return ids
+}
+
+// pendingConvergence says what the core still lacks; empty when it has
+// converged.
+func (w *World) pendingConvergence() string {
+	p := w.live.probe
+	if !p.done {
+		for _, a := range p.attempts {
+			if a.state == attemptOK {
+				p.done = true
+			}
+		}
+	}
+	if !p.done {
+		return "the probe write is not acknowledged"
+	}
+	if n := w.work.pending(); n > 0 {
+		return fmt.Sprintf("%d client operations are unanswered", n)
+	}
+	var leader, term, commit uint64
+	var hash uint32
+	first := true
+	var notes []string
+	for i, in := range w.live.core {
+		if !in {
+			continue
+		}
+		m := w.members[i]
+		if !m.up || m.paused() || m.view == nil {
+			return fmt.Sprintf("member %d is not running", m.id)
+		}
+		st := m.node.Status()
+		h, _, err := m.view.HashKV(0)
+		if err != nil {
+			return fmt.Sprintf("member %d: HashKV: %v", m.id, err)
+		}
+		if first {
+			leader, term, commit, hash, first = st.Leader, st.Term, st.Commit, h, false
+		}
+		if st.Leader == 0 || st.Leader != leader || st.Term != term {
+			notes = append(notes, fmt.Sprintf("member %d sees leader %d in term %d", m.id, st.Leader, st.Term))
+		}
+		if st.Applied != st.Commit || st.Commit != commit || h != hash {
+			notes = append(notes, fmt.Sprintf("member %d applied %d of commit %d, hash %08x", m.id, st.Applied, st.Commit, h))
+		}
+	}
+	if leader != 0 && !w.live.core[leader-1] {
+		notes = append(notes, fmt.Sprintf("leader %d is outside the core", leader))
+	}
+	return strings.Join(notes, "; ")
+}
+
+// finish ends a converged run with the checks on the whole history.
+func (w *World) finish() {
+	for i, in := range w.live.core {
+		if !in {
+			continue
+		}
+		m := w.members[i]
+		if !w.chk.observeLog(m, m.node.Status().Commit) {
+			return
+		}
+		w.chk.checkState(m)
+		if w.failure != nil {
+			return
+		}
+	}
+	w.phase = phaseDone
+	w.chk.final()
+}
