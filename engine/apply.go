@@ -21,7 +21,7 @@ var (
 // apply applies one committed entry.
 func (n *Node) apply(ent *raftpb.Entry) {
 	assert(ent.GetIndex() == n.applied+1, "engine: member %x applies entry %d after %d", n.cfg.ID, ent.GetIndex(), n.applied)
-	n.applied = ent.GetIndex()
+	n.applied, n.appliedTerm = ent.GetIndex(), ent.GetTerm()
 	switch ent.GetType() {
 	case raftpb.EntryNormal:
 		if len(ent.GetData()) == 0 {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -13,11 +14,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/diskio"
+	"github.com/basaltdb/basalt/engine/mvcc"
 	"github.com/basaltdb/basalt/raftlog"
 )
 
 // harness drives one member on the simulated disk the way the server's
-// loop does: submit, then persist, send and advance until idle.
+// loop does: submit, then persist, send and advance until idle; snapshot
+// jobs are written at once, or held until finish-snapshot.
 type harness struct {
 	t    *testing.T
 	disk *diskio.Sim
@@ -26,10 +29,19 @@ type harness struct {
 	// answers collects responses by ID as Advance hands them out.
 	answers map[ID]Response
 	// view is the newest published read view.
-	view interface {
-		rangeReader
-		Rev() int64
-	}
+	view *mvcc.View
+
+	// snapshotEntries and snapshotsRetained configure the member and its log.
+	snapshotEntries   uint64
+	snapshotsRetained int
+	// hold keeps snapshot jobs in held instead of writing them.
+	hold bool
+	held *SnapshotJob
+	// openedAt is the index of the snapshot the log opened with.
+	openedAt uint64
+	// events are what happened besides answers (snapshots), printed after
+	// the command's own output.
+	events []string
 }
 
 const harnessMemberID = 1
@@ -42,10 +54,15 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	log, err := raftlog.Open(h.disk, "member", raftlog.Options{SegmentBytes: 1 << 20})
+	log, err := raftlog.Open(h.disk, "member", raftlog.Options{SegmentBytes: 1 << 20, SnapshotsRetained: h.snapshotsRetained})
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	snap, err := log.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.openedAt = snap.GetMetadata().GetIndex()
 	node, err := NewNode(Config{
 		ID:                  harnessMemberID,
 		Log:                 log,
@@ -55,11 +72,12 @@ func (h *harness) start() {
 		RequestTimeoutTicks: 100,
 		RequestBytesMax:     1 << 20,
 		Rand:                rand.New(rand.NewPCG(1, 2)),
+		SnapshotEntries:     h.snapshotEntries,
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.log, h.node, h.answers = log, node, map[ID]Response{}
+	h.log, h.node, h.answers, h.held = log, node, map[ID]Response{}, nil
 	h.stabilize()
 	if st := node.Status(); st.Leader != harnessMemberID {
 		h.t.Fatalf("a sole member did not elect itself: %+v", st)
@@ -75,13 +93,55 @@ func (h *harness) stabilize() {
 			h.t.Fatal(err)
 		}
 		out := h.node.Advance(rd)
+		if out.Err != nil {
+			h.t.Fatal(out.Err)
+		}
 		if out.View != nil {
 			h.view = out.View
 		}
 		for _, r := range out.Responses {
 			h.answers[r.ID] = r
 		}
+		if out.Snapshot != nil {
+			h.event("snapshot due at index %d term %d (revision %d)", out.Snapshot.Meta.GetIndex(), out.Snapshot.Meta.GetTerm(), out.Snapshot.view.Rev())
+			if h.hold {
+				h.held = out.Snapshot
+			} else {
+				h.finishSnapshot(out.Snapshot, nil)
+			}
+		}
 	}
+}
+
+// finishSnapshot writes job as a host does, or reports it failed with
+// fail, and makes it the log's base if the node says so.
+func (h *harness) finishSnapshot(job *SnapshotJob, fail error) {
+	h.t.Helper()
+	if fail == nil {
+		w, err := h.log.CreateSnapshot(job.Meta)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if err := WriteSnapshot(w, job); err != nil {
+			h.t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	if !h.node.SnapshotDone(job, fail) {
+		h.event("snapshot at index %d not saved", job.Meta.GetIndex())
+		return
+	}
+	if err := h.log.SnapshotSaved(job.Meta); err != nil {
+		h.t.Fatal(err)
+	}
+	first, _ := h.log.FirstIndex()
+	h.event("snapshot saved at index %d; log starts at %d", job.Meta.GetIndex(), first)
+}
+
+func (h *harness) event(format string, args ...any) {
+	h.events = append(h.events, fmt.Sprintf(format, args...))
 }
 
 // do submits r and returns its answer.
@@ -101,53 +161,200 @@ func (h *harness) do(r Request) Response {
 }
 
 // TestEngine runs the golden files in testdata/engine: a member applying
-// KV requests, with their revisions, across restarts.
+// KV requests, with their revisions, taking snapshots, across restarts and
+// crashes. Run with -rewrite to regenerate the expected output, and keep
+// the change only if you understand what caused it.
 func TestEngine(t *testing.T) {
 	datadriven.Walk(t, "../testdata/engine", func(t *testing.T, path string) {
 		h := newHarness(t)
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
-			switch d.Cmd {
-			case "put":
-				// Example: put k=foo v=bar [lease=0] [prev-kv] [ignore-value] [ignore-lease]
-				return describe(h.write(&pb.InternalRaftRequest{Put: &pb.PutRequest{
-					Key: []byte(arg(d, "k")), Value: []byte(arg(d, "v")), Lease: intArg(d, "lease"),
-					PrevKv: d.HasArg("prev-kv"), IgnoreValue: d.HasArg("ignore-value"), IgnoreLease: d.HasArg("ignore-lease"),
-				}}))
-			case "del":
-				// Example: del k=a [end=c] [prev-kv]
-				return describe(h.write(&pb.InternalRaftRequest{DeleteRange: &pb.DeleteRangeRequest{
-					Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")), PrevKv: d.HasArg("prev-kv"),
-				}}))
-			case "range":
-				// Example: range k=a [end=c] [rev=2] [limit=1] [serializable]
-				if !d.HasArg("serializable") {
-					if r := h.do(Request{}); r.Err != nil {
-						return "error: " + r.Err.Error()
-					}
-				}
-				resp, err := Range(h.view, &pb.RangeRequest{
-					Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")),
-					Revision: intArg(d, "rev"), Limit: intArg(d, "limit"),
-				})
-				if err != nil {
-					return "error: " + err.Error()
-				}
-				return describe(resp)
-			case "compact":
-				// Example: compact rev=3
-				return describe(h.write(&pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: intArg(d, "rev")}}))
-			case "restart":
-				// Example: restart — close the log and start the member again on the same disk.
-				if err := h.log.Close(); err != nil {
-					t.Fatal(err)
-				}
-				h.start()
-				return fmt.Sprintf("restarted at revision %d", h.view.Rev())
+			h.events = nil
+			var lines []string
+			if out := h.handle(t, d); out != "" {
+				lines = append(lines, out)
 			}
-			t.Fatalf("unknown command %q", d.Cmd)
-			return ""
+			return strings.Join(append(lines, h.events...), "\n")
 		})
 	})
+}
+
+func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
+	switch d.Cmd {
+	case "put":
+		// Example: put k=foo v=bar [lease=0] [prev-kv] [ignore-value] [ignore-lease]
+		return describe(h.write(&pb.InternalRaftRequest{Put: &pb.PutRequest{
+			Key: []byte(arg(d, "k")), Value: []byte(arg(d, "v")), Lease: intArg(d, "lease"),
+			PrevKv: d.HasArg("prev-kv"), IgnoreValue: d.HasArg("ignore-value"), IgnoreLease: d.HasArg("ignore-lease"),
+		}}))
+	case "del":
+		// Example: del k=a [end=c] [prev-kv]
+		return describe(h.write(&pb.InternalRaftRequest{DeleteRange: &pb.DeleteRangeRequest{
+			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")), PrevKv: d.HasArg("prev-kv"),
+		}}))
+	case "range":
+		// Example: range k=a [end=c] [rev=2] [limit=1] [serializable]
+		if !d.HasArg("serializable") {
+			if r := h.do(Request{}); r.Err != nil {
+				return "error: " + r.Err.Error()
+			}
+		}
+		resp, err := Range(h.view, &pb.RangeRequest{
+			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")),
+			Revision: intArg(d, "rev"), Limit: intArg(d, "limit"),
+		})
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return describe(resp)
+	case "compact":
+		// Example: compact rev=3
+		return describe(h.write(&pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: intArg(d, "rev")}}))
+	case "restart":
+		// Example: restart — close the log and start the member again on the same disk.
+		if err := h.log.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h.start()
+		return h.restarted()
+	case "crash":
+		// Example: crash — lose everything not synced and start the member on what survived.
+		h.disk = h.disk.Crash(rand.New(rand.NewPCG(3, 4)))
+		h.start()
+		return h.restarted()
+	case "new":
+		// Example: new snapshot-entries=5 [snapshots-retained=2] — a new member on a new disk.
+		h.snapshotEntries = uint64(intArg(d, "snapshot-entries"))
+		h.snapshotsRetained = int(intArg(d, "snapshots-retained"))
+		h.disk = diskio.NewSim()
+		h.start()
+		return fmt.Sprintf("started at index %d", h.node.Status().Applied)
+	case "put-many":
+		// Example: put-many n=10 [prefix=k] — n puts of <prefix><i>=v<i>, one entry each.
+		var last proto.Message
+		for i := range intArg(d, "n") {
+			k := fmt.Sprintf("%s%d", arg(d, "prefix"), i)
+			res, err := h.write(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte(k), Value: []byte(fmt.Sprintf("v%d", i))}})
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			last = res
+		}
+		return "last " + describe(last)
+	case "hold-snapshots":
+		// Example: hold-snapshots — keep the next job in flight instead of writing it.
+		h.hold = true
+		return ""
+	case "finish-snapshot":
+		// Example: finish-snapshot [fail] — write the held job (or report it failed) and stop holding.
+		job := h.held
+		if job == nil {
+			return "no snapshot in flight"
+		}
+		h.hold, h.held = false, nil
+		var fail error
+		if d.HasArg("fail") {
+			fail = errors.New("injected write error")
+		}
+		h.finishSnapshot(job, fail)
+		h.stabilize()
+		return ""
+	case "state":
+		// Example: state — the applied index, the log's first index, the revisions and the store's hash.
+		return h.state()
+	case "read-snapshot":
+		// Example: read-snapshot — restore the log's base snapshot aside and compare it with the member's history.
+		return h.readSnapshot()
+	case "files":
+		// Example: files — the snapshot files on disk.
+		names, err := h.disk.List("member/snap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(names, "\n")
+	case "damage-snapshot":
+		// Example: damage-snapshot index=10 — flip a byte in the middle of that snapshot's file.
+		return h.damageSnapshot(uint64(intArg(d, "index")))
+	}
+	t.Fatalf("unknown command %q", d.Cmd)
+	return ""
+}
+
+func (h *harness) restarted() string {
+	if h.openedAt > 0 {
+		return fmt.Sprintf("restarted from the snapshot at index %d; now at revision %d", h.openedAt, h.view.Rev())
+	}
+	return fmt.Sprintf("restarted at revision %d", h.view.Rev())
+}
+
+func (h *harness) readSnapshot() string {
+	h.t.Helper()
+	snap, err := h.log.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	store, err := h.node.loadSnapshot(snap.GetMetadata())
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	got, _, err := store.View().HashKV(0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	want, _, err := h.view.HashKV(store.Rev())
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return fmt.Sprintf("snapshot at index %d holds revision %d, hash %08x; the member's hash at revision %d is %08x",
+		snap.GetMetadata().GetIndex(), store.Rev(), got, store.Rev(), want)
+}
+
+func (h *harness) state() string {
+	h.t.Helper()
+	hash, compact, err := h.view.HashKV(0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	first, err := h.log.FirstIndex()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return fmt.Sprintf("applied=%d first-index=%d rev=%d compact=%d hash=%08x",
+		h.node.Status().Applied, first, h.view.Rev(), compact, hash)
+}
+
+func (h *harness) damageSnapshot(index uint64) string {
+	h.t.Helper()
+	names, err := h.disk.List("member/snap")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("%016x-", index)
+	for _, name := range names {
+		if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, ".snap") {
+			continue
+		}
+		f, err := h.disk.Open("member/snap/" + name)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		size, err := f.Size()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, size/2); err != nil {
+			h.t.Fatal(err)
+		}
+		b[0] ^= 0x40
+		if _, err := f.WriteAt(b, size/2); err != nil {
+			h.t.Fatal(err)
+		}
+		if err := errors.Join(f.Sync(), f.Close()); err != nil {
+			h.t.Fatal(err)
+		}
+		return fmt.Sprintf("flipped a bit at offset %d of %s", size/2, name)
+	}
+	return "no snapshot at index " + strconv.FormatUint(index, 10)
 }
 
 func (h *harness) write(op *pb.InternalRaftRequest) (proto.Message, error) {

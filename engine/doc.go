@@ -15,12 +15,34 @@
 //		// on a timer: n.Tick(); on a peer message: n.Step(m); on a request: n.Submit(r)
 //		for n.HasReady() {
 //			rd := n.Ready()
+//			if rd.Snapshot != nil: log.ApplySnapshot(rd.Snapshot.Metadata)
 //			persist rd.HardState and rd.Entries (fsync if rd.MustSync)
 //			send rd.Messages
 //			out := n.Advance(rd)
+//			if out.Err != nil: stop the member
 //			publish out.View, answer out.Responses
+//			if out.Snapshot != nil: start writing it (below)
 //		}
 //	}
+//
+// # Snapshots
+//
+// Every Config.SnapshotEntries applied entries Advance hands out a
+// SnapshotJob: the state at the applied index as an immutable view. The
+// host writes it off the loop, so writes keep flowing meanwhile:
+//
+//	w, err := log.CreateSnapshot(job.Meta)       // the loop
+//	err = engine.WriteSnapshot(w, job); w.Commit()  // any goroutine
+//	if n.SnapshotDone(job, err) {                // the loop again
+//		log.SnapshotSaved(job.Meta)              // the log's new base; raft's FirstIndex follows
+//	}
+//
+// A restart restores the log's base snapshot and replays the log after it.
+// A snapshot the leader sends travels as a raftlog Descriptor in the
+// MsgSnap; the transport moves the body into the receiver's log
+// (raftlog.Log.ReceiveSnapshot, or raftlog.CopySnapshot between two logs
+// in one process) before it steps the message, and reports the outcome to
+// the leader with ReportSnapshot.
 //
 // A response leaves Advance only for an entry that is committed, locally
 // durable (the host persisted it before calling Advance) and applied

@@ -21,4 +21,14 @@ const (
 	// raftUncommittedBytesMax bounds the proposals a leader accepts ahead of
 	// commit.
 	raftUncommittedBytesMax = 1 << 30
+
+	// snapshotEntriesDefault is Config.SnapshotEntries when it is 0, etcd's
+	// --snapshot-count default.
+	snapshotEntriesDefault = 10000
+	// confStateBytesMax bounds the conf state section of a snapshot body,
+	// as raftlog bounds the metadata that also carries it.
+	confStateBytesMax = 1 << 20
+	// snapshotReadBufferBytes is the read buffer of a snapshot body being
+	// restored: the body's reader may cost a system call per Read.
+	snapshotReadBufferBytes = 256 << 10
 )

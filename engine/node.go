@@ -77,6 +77,9 @@ type Config struct {
 	Rand *rand.Rand
 	// Logger receives the engine's and raft's logs; nil discards them.
 	Logger *zap.Logger
+	// SnapshotEntries is how many applied entries after the last snapshot
+	// make the next one due (etcd --snapshot-count); 0 means 10000.
+	SnapshotEntries uint64
 	// Bugs plants known bugs, for the simulator's self-test only.
 	Bugs Bugs
 }
@@ -105,14 +108,19 @@ type Status struct {
 }
 
 // Ready is the work the host must do now, in this order: persist
-// HardState and Entries (and Snapshot), syncing if MustSync; then send
+// Snapshot, then HardState and Entries, syncing if MustSync; then send
 // Messages; then call Advance.
 type Ready struct {
 	HardState *raftpb.HardState // nil when unchanged
 	Entries   []*raftpb.Entry
-	Snapshot  *raftpb.Snapshot // nil when none arrived
-	MustSync  bool
-	Messages  []*raftpb.Message
+	// Snapshot, when set, is a snapshot from the leader to install. Its body
+	// is already in the log (the transport wrote it with raftlog's
+	// ReceiveSnapshot before stepping the message); the host makes it the
+	// log's base with ApplySnapshot(Snapshot.Metadata) before it saves
+	// HardState and Entries, and Advance loads the state from it.
+	Snapshot *raftpb.Snapshot
+	MustSync bool
+	Messages []*raftpb.Message
 
 	// raftRd is the raft.Ready this Ready was built from; nil when the
 	// engine alone has work (answers to hand out).
@@ -126,6 +134,13 @@ type Output struct {
 	// View is the read view after this Advance's applies; nil when nothing
 	// changed. Publish it before answering Responses' read barriers.
 	View *mvcc.View
+	// Snapshot, when set, is a snapshot the host must write (see
+	// SnapshotJob); none is handed out while one is in flight.
+	Snapshot *SnapshotJob
+	// Err, when set, means the node could not read its durable state (the
+	// body of a snapshot it was installing). The host must stop the member
+	// and not use the Node again; a restart recovers from the log.
+	Err error
 }
 
 // Errors a request can be answered with.
@@ -174,16 +189,36 @@ type Node struct {
 	// outbox collects responses until the next Advance hands them out.
 	outbox []Response
 
-	// applied is the index of the last applied entry.
-	// Invariant: applied <= raft's committed index.
-	applied   uint64
+	// applied is the index of the last applied entry and appliedTerm its
+	// term. Invariant: applied <= raft's committed index.
+	applied     uint64
+	appliedTerm uint64
+	// confState is the configuration at applied.
 	confState *raftpb.ConfState
+	// snap schedules snapshots.
+	snap snapSchedule
+	// err, once set, is returned by every Advance: the node is unusable.
+	err error
 	// viewStale is set when the store changed since the last view.
 	viewStale bool
 	// campaignAlone is set until a member that is its cluster's only voter
 	// has started its first election, which it does as soon as it has
 	// applied its log instead of after an election timeout.
 	campaignAlone bool
+}
+
+// snapSchedule says when the next snapshot is due.
+type snapSchedule struct {
+	// entries is Config.SnapshotEntries (its default applied).
+	entries uint64
+	// index is the newest snapshot the log holds as its base or that the
+	// host is making its base (a job reported done).
+	index uint64
+	// due is the applied index from which the next job is handed out.
+	due uint64
+	// inflight is the job handed out and not yet reported done.
+	// Invariant: inflight.Meta.Index > index when it was handed out.
+	inflight *SnapshotJob
 }
 
 type deadline struct {
@@ -240,8 +275,9 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: reading the log's snapshot: %w", err)
 	}
-	if snap.GetMetadata().GetIndex() > 0 {
-		if err := n.restore(); err != nil {
+	meta := snap.GetMetadata()
+	if meta.GetIndex() > 0 {
+		if n.store, err = n.loadSnapshot(meta); err != nil {
 			return nil, err
 		}
 	}
@@ -250,7 +286,13 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: reading the log's initial state: %w", err)
 	}
 	n.confState = cs
-	n.applied = snap.GetMetadata().GetIndex()
+	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
+	n.snap.entries = cfg.SnapshotEntries
+	if n.snap.entries == 0 {
+		n.snap.entries = snapshotEntriesDefault
+	}
+	n.snap.index = meta.GetIndex()
+	n.snap.due = meta.GetIndex() + n.snap.entries
 	last, err := cfg.Log.LastIndex()
 	if err != nil {
 		return nil, fmt.Errorf("engine: reading the log's last index: %w", err)
@@ -286,22 +328,10 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.viewStale = true
 	n.campaignAlone = true
+	// A member restarted from a snapshot with nothing after it has nothing
+	// to apply, so no Advance would start its election.
+	n.maybeCampaignAlone()
 	return n, nil
-}
-
-// restore loads the store from the log's base snapshot.
-func (n *Node) restore() error {
-	meta, body, err := n.cfg.Log.OpenSnapshot()
-	if err != nil {
-		return fmt.Errorf("engine: opening the snapshot: %w", err)
-	}
-	defer body.Close()
-	store, err := mvcc.Restore(body)
-	if err != nil {
-		return fmt.Errorf("engine: restoring the snapshot at index %d: %w", meta.GetIndex(), err)
-	}
-	n.store = store
-	return nil
 }
 
 // Tick advances the member's logical clock by one tick.
@@ -406,11 +436,20 @@ func (n *Node) Ready() Ready {
 }
 
 // Advance tells the member that rd's persist part is durable and its
-// messages are sent; it applies the committed entries and returns the
-// answers that are now due.
+// messages are sent; it installs a received snapshot, applies the
+// committed entries and returns the answers that are now due, and a
+// snapshot job when one is due.
 func (n *Node) Advance(rd Ready) Output {
+	if n.err != nil {
+		return Output{Err: n.err}
+	}
 	if rd.raftRd != nil {
-		assert(rd.Snapshot == nil, "engine: member %x received a snapshot: installing snapshots arrives with the multi-member issue", n.cfg.ID)
+		if rd.Snapshot != nil {
+			if err := n.install(rd.Snapshot); err != nil {
+				n.err = err
+				return Output{Err: err}
+			}
+		}
 		for _, rs := range rd.raftRd.ReadStates {
 			n.readIndexAnswered(rs)
 		}
@@ -431,7 +470,7 @@ func (n *Node) Advance(rd Ready) Output {
 		n.maybeCampaignAlone()
 	}
 	n.compactStep()
-	out := Output{Responses: n.outbox}
+	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot()}
 	n.outbox = nil
 	if n.viewStale {
 		out.View = n.store.View()

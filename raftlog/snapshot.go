@@ -362,3 +362,52 @@ type snapshotReadCloser struct {
 }
 
 func (s snapshotReadCloser) Close() error { return s.f.Close() }
+
+// ReceiveSnapshot writes the body of snap, a snapshot the leader sent in a
+// MsgSnap (its Data is the leader's Descriptor), into this log as a
+// committed snapshot file, checking the body against the Descriptor as it
+// streams. A transport calls it, on the Log's owner goroutine, before it
+// steps the message; the Ready that installs the snapshot then makes it the
+// base with ApplySnapshot. A body that does not match fails with an error
+// wrapping ErrCorrupt and leaves no file; the Log stays usable.
+func (l *Log) ReceiveSnapshot(snap *raftpb.Snapshot, body io.Reader) error {
+	meta := snap.GetMetadata()
+	d, err := ParseDescriptor(snap.GetData())
+	if err != nil {
+		return err
+	}
+	if d.Index != meta.GetIndex() || d.Term != meta.GetTerm() {
+		return fmt.Errorf("%w: descriptor of snapshot %d/%d in a message for %d/%d", ErrCorrupt, d.Index, d.Term, meta.GetIndex(), meta.GetTerm())
+	}
+	w, err := l.CreateSnapshot(meta)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(w, io.LimitReader(body, int64(d.BodyBytes)))
+	if err == nil && (uint64(n) != d.BodyBytes || w.crc != d.BodyCRC) {
+		err = fmt.Errorf("%w: received snapshot %d/%d: %d body bytes of checksum %08x, descriptor says %d of %08x",
+			ErrCorrupt, d.Index, d.Term, n, w.crc, d.BodyBytes, d.BodyCRC)
+	}
+	if err != nil {
+		return errors.Join(err, w.Abort())
+	}
+	return w.Commit()
+}
+
+// CopySnapshot moves the snapshot snap from src, the log of the leader
+// whose raft put snap in a MsgSnap, into dst, as a peer transport does
+// between two machines. src's base must still be that snapshot, which
+// holds when the copy is made as the message is sent; otherwise it fails
+// with ErrSnapshotInvalid and the sender reports the snapshot failed.
+func CopySnapshot(dst, src *Log, snap *raftpb.Snapshot) error {
+	meta, body, err := src.OpenSnapshot()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if meta.GetIndex() != snap.GetMetadata().GetIndex() || meta.GetTerm() != snap.GetMetadata().GetTerm() {
+		return fmt.Errorf("%w: sending snapshot %d/%d from a log whose base is %d/%d", ErrSnapshotInvalid,
+			snap.GetMetadata().GetIndex(), snap.GetMetadata().GetTerm(), meta.GetIndex(), meta.GetTerm())
+	}
+	return dst.ReceiveSnapshot(snap, body)
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -111,8 +112,12 @@ func (m *Member) open() error {
 	if err != nil {
 		return err
 	}
+	retained := m.cfg.MaxSnapshots
+	if retained == 0 {
+		retained = math.MaxInt // etcd's --max-snapshots 0: unlimited
+	}
 	m.log, err = raftlog.Open(diskio.OS, dir, raftlog.Options{
-		SnapshotsRetained: m.cfg.MaxSnapshots,
+		SnapshotsRetained: retained,
 		Logger:            m.lg.Named("raftlog"),
 	})
 	if err != nil {
@@ -133,6 +138,7 @@ func (m *Member) open() error {
 		RequestBytesMax:     m.cfg.RequestBytesMax,
 		Rand:                mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 		Logger:              m.lg,
+		SnapshotEntries:     m.cfg.SnapshotCount,
 	})
 	if err != nil {
 		return err
