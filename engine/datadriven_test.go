@@ -22,7 +22,7 @@ import (
 // loop does: submit, then persist, send and advance until idle; snapshot
 // jobs are written at once, or held until finish-snapshot.
 type harness struct {
-	t    *testing.T
+	t    fataler
 	disk *diskio.Sim
 	log  *raftlog.Log
 	node *Node
@@ -42,6 +42,14 @@ type harness struct {
 	// events are what happened besides answers (snapshots), printed after
 	// the command's own output.
 	events []string
+}
+
+// fataler is what the harness needs of a test: a *testing.T or a
+// *rapid.T.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
 }
 
 const harnessMemberID = 1
