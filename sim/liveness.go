@@ -51,8 +51,11 @@ func (w *World) startLiveness() {
 		}
 		m.inj.calm = true
 		if m.up {
-			m.pausedUntil = 0
-			m.guard(m.kick)
+			if m.ioBusy {
+				// The disk is fast now: a slow fsync in flight ends too.
+				m.scheduleIODone(time.Millisecond)
+			}
+			m.resume()
 		} else {
 			w.after(time.Millisecond, evRestart, i, m.restart)
 		}
@@ -94,6 +97,23 @@ func (w *World) pollLiveness() {
 	if w.phase != phaseLiveness {
 		return
 	}
+	n := 0
+	for i, in := range w.live.core {
+		if in && w.members[i].failed {
+			// Rot found in the core: an operator would replace the member.
+			w.live.core[i] = false
+		}
+		if w.live.core[i] {
+			n++
+		}
+	}
+	if n < w.quorum() {
+		// Too many disks found rotten to keep a majority: the run is not
+		// recoverable, and liveness is not required of it.
+		w.stats.Unrecoverable = true
+		w.finish()
+		return
+	}
 	why := w.pendingConvergence()
 	if why == "" {
 		w.finish()
@@ -128,7 +148,7 @@ func (w *World) pendingConvergence() string {
 		}
 	}
 	if !p.done {
-		return "the probe write is not acknowledged"
+		return "the probe write is not acknowledged; " + w.coreStatus()
 	}
 	if n := w.work.pending(); n > 0 {
 		return fmt.Sprintf("%d client operations are unanswered", n)
@@ -166,10 +186,27 @@ func (w *World) pendingConvergence() string {
 	return strings.Join(notes, "; ")
 }
 
+// coreStatus describes the core members' raft state.
+func (w *World) coreStatus() string {
+	var parts []string
+	for i, in := range w.live.core {
+		m := w.members[i]
+		switch {
+		case !in:
+		case !m.up:
+			parts = append(parts, fmt.Sprintf("member %d down", m.id))
+		default:
+			st := m.node.Status()
+			parts = append(parts, fmt.Sprintf("member %d leader=%d term=%d commit=%d applied=%d", m.id, st.Leader, st.Term, st.Commit, st.Applied))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // finish ends a converged run with the checks on the whole history.
 func (w *World) finish() {
 	for i, in := range w.live.core {
-		if !in {
+		if !in || w.stats.Unrecoverable {
 			continue
 		}
 		m := w.members[i]
@@ -182,5 +219,7 @@ func (w *World) finish() {
 		}
 	}
 	w.phase = phaseDone
-	w.chk.final()
+	if !w.stats.Unrecoverable {
+		w.chk.final()
+	}
 }

@@ -45,9 +45,15 @@ type member struct {
 	// incarnation counts starts; an event of an earlier one is stale.
 	incarnation uint64
 	pausedUntil time.Duration
-	// ioBusy is set while a persisted Ready waits for its I/O to complete;
-	// no other Ready is taken until then.
+	// held are the events that reached the member while it was paused, in
+	// order; they run when it resumes.
+	held []func()
+	// ioBusy is set while ioRd, persisted, waits for its I/O to complete;
+	// no other Ready is taken until then. ioSeq names the completion
+	// event that is due, so that a rescheduled one supersedes it.
 	ioBusy bool
+	ioRd   engine.Ready
+	ioSeq  uint64
 	// tickEvery is the member's tick interval, drift included.
 	tickEvery time.Duration
 	crashRNG  rng
@@ -277,7 +283,7 @@ func (m *member) stop() {
 	}
 	m.savedUnacted = m.ioBusy
 	m.incarnation++
-	m.up, m.ioBusy, m.pausedUntil = false, false, 0
+	m.up, m.ioBusy, m.ioRd, m.pausedUntil, m.held = false, false, engine.Ready{}, 0, nil
 	m.disk = m.disk.Crash(m.crashRNG.r)
 	m.disk.SetInjector(m.inj)
 	m.log, m.node, m.view = nil, nil, nil
@@ -304,13 +310,30 @@ func (m *member) crash(why string) {
 // which wait for it.
 func (m *member) pause(d time.Duration) {
 	m.w.stats.Pauses++
-	m.pausedUntil = m.w.now + d
+	until := m.w.now + d
+	m.pausedUntil = until
 	inc := m.incarnation
-	m.w.at(m.pausedUntil, evUnpause, m.idx, func() {
-		if m.incarnation == inc && m.up {
-			m.guard(m.kick)
+	m.w.at(until, evUnpause, m.idx, func() {
+		if m.incarnation == inc && m.up && m.pausedUntil == until {
+			m.resume()
 		}
 	})
+}
+
+// hold keeps an event that reached the paused member for its resumption.
+func (m *member) hold(fn func()) { m.held = append(m.held, fn) }
+
+// resume ends a pause: the held events run in the order they came.
+func (m *member) resume() {
+	m.pausedUntil = 0
+	held := m.held
+	m.held = nil
+	for _, fn := range held {
+		fn()
+	}
+	if m.up {
+		m.guard(m.kick)
+	}
 }
 
 // tick is the member's clock; the chain runs whether the process is up or
@@ -331,7 +354,7 @@ func (m *member) deliver(msg *raftpb.Message) {
 		return
 	}
 	if m.paused() {
-		m.w.at(m.pausedUntil, evDeliver, m.idx, func() { m.deliver(msg) })
+		m.hold(func() { m.deliver(msg) })
 		return
 	}
 	m.guard(func() {
@@ -371,28 +394,35 @@ func (m *member) kick() {
 			m.complete(rd)
 			continue
 		}
-		m.ioBusy = true
-		inc := m.incarnation
-		m.w.after(lat, evIODone, m.idx, func() {
-			if m.incarnation != inc || !m.up {
-				return
-			}
-			if m.paused() {
-				m.w.at(m.pausedUntil, evIODone, m.idx, func() { m.ioDone(inc, rd) })
-				return
-			}
-			m.ioDone(inc, rd)
-		})
+		m.ioBusy, m.ioRd = true, rd
+		m.scheduleIODone(lat)
 		return
 	}
 }
 
-func (m *member) ioDone(inc uint64, rd engine.Ready) {
-	if m.incarnation != inc || !m.up {
+// scheduleIODone schedules the completion of the pending I/O after lat,
+// superseding any completion scheduled before.
+func (m *member) scheduleIODone(lat time.Duration) {
+	m.ioSeq++
+	seq := m.ioSeq
+	m.w.after(lat, evIODone, m.idx, func() {
+		if m.up && m.ioBusy && m.ioSeq == seq {
+			if m.paused() {
+				m.hold(func() { m.ioDone(seq) })
+				return
+			}
+			m.ioDone(seq)
+		}
+	})
+}
+
+func (m *member) ioDone(seq uint64) {
+	if !m.up || !m.ioBusy || m.ioSeq != seq {
 		return
 	}
 	m.guard(func() {
-		m.ioBusy = false
+		rd := m.ioRd
+		m.ioBusy, m.ioRd = false, engine.Ready{}
 		m.complete(rd)
 		m.kick()
 	})
@@ -462,7 +492,7 @@ func (m *member) request(a *attempt) {
 		return
 	}
 	if m.paused() {
-		m.w.at(m.pausedUntil, evClient, m.idx, func() { m.request(a) })
+		m.hold(func() { m.request(a) })
 		return
 	}
 	m.guard(func() {

@@ -133,6 +133,9 @@ type Stats struct {
 	Messages   int64
 	Dropped    int64
 	Corrupted  int
+	// Unrecoverable is set when rot was found on so many core members that
+	// no majority was left; the liveness and history checks are skipped.
+	Unrecoverable bool
 }
 
 // Violation says what broke.

@@ -1,0 +1,75 @@
+// Package sim is basalt's deterministic simulator: a whole cluster (1, 3
+// or 5 members, each the production engine.Node on raftlog over a
+// diskio.Sim disk) and its clients, run on one goroutine from one event
+// heap, reproducible bit for bit from a seed.
+//
+// # Time and events
+//
+// Simulated time is a time.Duration from 0. Every action is an event in a
+// heap ordered by (time, seq), seq being the order of scheduling, so ties
+// break the same way in every run. The events are member ticks (100 ms,
+// each member with its own phase and drift), message deliveries, I/O
+// completions, client sends, answers and timeouts, the once-a-second fault
+// roll (the nemesis), restarts, unpauses and the liveness polls. The trace
+// is a hash over every event and what it did; `basalt sim --seed N` prints
+// it, and two runs of a seed must print the same one.
+//
+// # Randomness
+//
+// Every random choice comes from a stream seeded by splitmix64(seed ^ id)
+// (rand.go): one per group of options, one for the network, the faults,
+// the workload, and one per member for its disk, its crashes and its
+// engine's request IDs; adding draws to one leaves the others alone.
+// Probabilities are integers in parts per million. raft draws its election
+// jitter from crypto/rand.Reader, which has no hook in raft.Config: the run
+// points it at a ChaCha8 stream of the seed (crypto.go, the one file
+// exempt from the core rules), and tests do the same with
+// testing/cryptotest.SetGlobalRandom(t, RaftCryptoSeed(seed)). So only one
+// simulation may run in a process at a time.
+//
+// # The host
+//
+// member.go hosts a Node as server/loop.go does: it persists each Ready
+// with raftlog.Log.Save (fsync when MustSync), waits the fsync's simulated
+// latency, then sends the messages, calls Advance, publishes the view and
+// answers its clients (linearizable reads after their read barrier,
+// serializable ones from the newest view). The host bugs of the self-test
+// live here (AckBeforeFsync, SkipHardStateSync); the others are
+// raftlog.Options.SkipCRC and engine.Config.Bugs.
+//
+// # Faults (swarm testing)
+//
+// Draw gives each seed its own cluster size, fault probabilities and
+// workload, printed before the run: message delay (so reorder), drop,
+// duplicate (not of forwarded proposals), partitions (one member or a
+// random split, symmetric or one-way), clogged links; crashes (the disk's
+// crash model keeps, tears or drops unsynced pages), fast and slow
+// restarts, a crash right after a member acted on a new term or vote;
+// pauses; clock drift; slow fsyncs with a gray tail; and on a minority of
+// "faulty" disks, EIO on writes, fsyncs and reads and bit rot on WAL reads.
+// Rot is injected only into running members, whose read-back checks each
+// record: recovery cannot tell the rot of the newest synced batch from a
+// torn write (raftlog's doc), and a member that finds rot stops for good.
+//
+// # Checkers
+//
+// After every Advance (check.go): at most one leader per term; the member's
+// committed entries equal the committed-log oracle (set by whichever
+// member commits an index first); its revision at its applied index is the
+// one the log gives; sampled state hashes agree at equal applied indexes.
+// On every restart: the reopened log holds the term, vote and entries the
+// member had acted on. After the run: every acknowledged write is in the
+// committed log and every answer is the one a replay of the log through
+// the reference model (model.go, etcd's KV semantics written apart from
+// engine/mvcc) gives; linearizable answers never show a revision older
+// than one given before they were asked; porcupine finds each key's
+// history linearizable; the converged members hold the model's state.
+//
+// # Liveness
+//
+// After the safety phase a random majority of intact members becomes the
+// core (liveness.go): restarted, unpaused, fully connected, with fast
+// faultless disks and network; the others stay down. Within 10 simulated
+// seconds it must elect a leader, commit a probe write, answer every
+// client and converge to equal state.
+package sim
