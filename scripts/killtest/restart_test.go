@@ -33,6 +33,13 @@ var (
 // and etcd too when ETCD_BIN names its binary.
 func TestRestartTime(t *testing.T) {
 	root := t.TempDir()
+	if *keepFlag {
+		var err error
+		if root, err = os.MkdirTemp("", "restarttime-"); err != nil {
+			t.Fatal(err)
+		}
+		defer t.Logf("data dirs and server logs kept in %s", root)
+	}
 	servers := []struct{ name, bin string }{{"basalt", buildBasalt(t, root)}}
 	if bin := os.Getenv("ETCD_BIN"); bin != "" {
 		servers = append(servers, struct{ name, bin string }{"etcd", bin})
