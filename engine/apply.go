@@ -57,6 +57,24 @@ func (n *Node) apply(ent *raftpb.Entry) {
 
 // applyRequest applies one decoded request to the store.
 func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) {
+	if req.Alarm != nil {
+		return n.applyAlarm(req.Alarm), nil
+	}
+	cost := QuotaCost(req)
+	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {
+		return nil, ErrNoSpace
+	}
+	fits := cost == 0 || n.cfg.QuotaBytes <= 0 || n.store.Bytes()+cost < n.cfg.QuotaBytes
+	res, err := n.applyKV(req)
+	// As etcd does, a write that does not fit the quota is applied all the
+	// same and answers ErrNoSpace; the check at the door keeps this rare.
+	if err == nil && !fits {
+		return nil, ErrNoSpace
+	}
+	return res, err
+}
+
+func (n *Node) applyKV(req *pb.InternalRaftRequest) (proto.Message, error) {
 	switch {
 	case req.Put != nil:
 		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyPut(t, req.Put) })

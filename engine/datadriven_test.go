@@ -31,9 +31,11 @@ type harness struct {
 	// view is the newest published read view.
 	view *mvcc.View
 
-	// snapshotEntries and snapshotsRetained configure the member and its log.
+	// snapshotEntries, snapshotsRetained and quotaBytes configure the
+	// member and its log.
 	snapshotEntries   uint64
 	snapshotsRetained int
+	quotaBytes        int64
 	// hold keeps snapshot jobs in held instead of writing them.
 	hold bool
 	held *SnapshotJob
@@ -81,6 +83,7 @@ func (h *harness) start() {
 		RequestBytesMax:     1 << 20,
 		Rand:                rand.New(rand.NewPCG(1, 2)),
 		SnapshotEntries:     h.snapshotEntries,
+		QuotaBytes:          h.quotaBytes,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -230,9 +233,10 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		h.start()
 		return h.restarted()
 	case "new":
-		// Example: new snapshot-entries=5 [snapshots-retained=2] — a new member on a new disk.
+		// Example: new snapshot-entries=5 [snapshots-retained=2] [quota=1000] — a new member on a new disk.
 		h.snapshotEntries = uint64(intArg(d, "snapshot-entries"))
 		h.snapshotsRetained = int(intArg(d, "snapshots-retained"))
+		h.quotaBytes = intArg(d, "quota")
 		h.disk = diskio.NewSim()
 		h.start()
 		return fmt.Sprintf("started at index %d", h.node.Status().Applied)
@@ -266,6 +270,14 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		h.finishSnapshot(job, fail)
 		h.stabilize()
 		return ""
+	case "alarm":
+		// Example: alarm action=ACTIVATE [member=1] [type=NOSPACE]
+		action := pb.AlarmRequest_AlarmAction(pb.AlarmRequest_AlarmAction_value[arg(d, "action")])
+		typ := pb.AlarmType(pb.AlarmType_value[arg(d, "type")])
+		return describe(h.write(&pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: action, MemberID: uint64(intArg(d, "member")), Alarm: typ}}))
+	case "bytes":
+		// Example: bytes — what the store holds, as the quota measures it.
+		return fmt.Sprintf("bytes=%d", h.node.Status().Bytes)
 	case "state":
 		// Example: state — the applied index, the log's first index, the revisions and the store's hash.
 		return h.state()
@@ -300,10 +312,11 @@ func (h *harness) readSnapshot() string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	store, err := h.node.loadSnapshot(snap.GetMetadata())
+	st, err := h.node.loadSnapshot(snap.GetMetadata())
 	if err != nil {
 		return "error: " + err.Error()
 	}
+	store := st.store
 	got, _, err := store.View().HashKV(0)
 	if err != nil {
 		h.t.Fatal(err)
@@ -416,6 +429,11 @@ func describe(m proto.Message, errs ...error) string {
 		}
 	case *pb.CompactionResponse:
 		fmt.Fprintf(&b, "rev=%d", r.Header.Revision)
+	case *pb.AlarmResponse:
+		fmt.Fprintf(&b, "rev=%d alarms=%d", r.Header.Revision, len(r.Alarms))
+		for _, a := range r.Alarms {
+			fmt.Fprintf(&b, "\nmember=%d alarm=%s", a.MemberID, a.Alarm)
+		}
 	default:
 		fmt.Fprintf(&b, "%T", m)
 	}

@@ -31,4 +31,8 @@ const (
 	// snapshotReadBufferBytes is the read buffer of a snapshot body being
 	// restored: the body's reader may cost a system call per Read.
 	snapshotReadBufferBytes = 256 << 10
+
+	// alarmsMax bounds the alarms a snapshot may carry: a few types for
+	// each member.
+	alarmsMax = 1 << 12
 )

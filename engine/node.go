@@ -80,6 +80,11 @@ type Config struct {
 	// SnapshotEntries is how many applied entries after the last snapshot
 	// make the next one due (etcd --snapshot-count); 0 means 10000.
 	SnapshotEntries uint64
+	// QuotaBytes is the size the store may reach (etcd
+	// --quota-backend-bytes, measured on the bytes the store holds); 0 turns
+	// the check at apply off. Members may differ: it only decides the error
+	// a write answers, never the state.
+	QuotaBytes int64
 	// Bugs plants known bugs, for the simulator's self-test only.
 	Bugs Bugs
 }
@@ -105,6 +110,8 @@ type Status struct {
 	Applied uint64
 	// Bytes is what the MVCC store holds, reported as Status.dbSize.
 	Bytes int64
+	// Alarms are the raised alarms; the slice is never modified.
+	Alarms []*etcdserverpb.AlarmMember
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -161,6 +168,8 @@ type Node struct {
 	log   *zap.Logger
 	raw   *raft.RawNode
 	store *mvcc.Store
+	// alarms are the raised alarms, replicated through raft.
+	alarms alarms
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -277,9 +286,11 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	meta := snap.GetMetadata()
 	if meta.GetIndex() > 0 {
-		if n.store, err = n.loadSnapshot(meta); err != nil {
+		st, err := n.loadSnapshot(meta)
+		if err != nil {
 			return nil, err
 		}
+		n.store, n.alarms = st.store, st.alarms
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -489,6 +500,7 @@ func (n *Node) Status() Status {
 		Commit:  st.GetCommit(),
 		Applied: n.applied,
 		Bytes:   n.store.Bytes(),
+		Alarms:  n.alarms,
 	}
 }
 

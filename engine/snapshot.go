@@ -39,6 +39,8 @@ import (
 //	3    leases       reserved
 //	4    members      reserved
 //	5    auth         reserved
+//	6    alarms       n u32 (at most alarmsMax), then n times member u64,
+//	                  type u32, ordered by member then type; optional
 //
 // index and term name the raft entry the state is at; they must match the
 // snapshot's metadata. In the end, bytes counts the body before the end's
@@ -56,6 +58,7 @@ const (
 	sectionEnd       = 0
 	sectionConfState = 1
 	sectionKV        = 2
+	sectionAlarms    = 6
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -85,6 +88,15 @@ type SnapshotJob struct {
 	Meta *raftpb.SnapshotMetadata
 	// view is the store at Meta's index.
 	view *mvcc.View
+	// alarms are the alarms raised at Meta's index.
+	alarms alarms
+}
+
+// replicated is the state a snapshot carries besides the configuration:
+// everything apply changes.
+type replicated struct {
+	store  *mvcc.Store
+	alarms alarms
 }
 
 // WriteSnapshot writes job's body to w. It only reads the job, so it may
@@ -112,6 +124,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 	}
 	if _, err := job.view.WriteTo(cw); err != nil {
 		return err
+	}
+	if len(job.alarms) > 0 {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionAlarms)); err != nil {
+			return err
+		}
+		if err := writeAlarms(cw, job.alarms); err != nil {
+			return err
+		}
 	}
 	end := binary.LittleEndian.AppendUint32(nil, sectionEnd)
 	end = binary.LittleEndian.AppendUint64(end, cw.n)
@@ -170,7 +190,7 @@ func readFull(r io.Reader, p []byte, what string) error {
 // returns the state it holds. It reads body to its end, so that a
 // checksum the container verifies at the end (raftlog's) is checked too;
 // any error means nothing of the body may be used.
-func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*mvcc.Store, error) {
+func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, error) {
 	br := bufio.NewReaderSize(body, snapshotReadBufferBytes)
 	r := &crcReader{r: br}
 	var hdr [snapBodyHeaderBytes]byte
@@ -188,6 +208,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*mvcc.Store, e
 		return nil, snapCorrupt("body of %d/%d in the snapshot of %d/%d", index, term, meta.GetIndex(), meta.GetTerm())
 	}
 	var store *mvcc.Store
+	var as alarms
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
 	for {
@@ -218,6 +239,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*mvcc.Store, e
 			if store, err = mvcc.Restore(r); err != nil {
 				return nil, fmt.Errorf("engine: reading the snapshot's kv section: %w", err)
 			}
+		case sectionAlarms:
+			var err error
+			if as, err = readAlarms(r); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("%w: section %d", ErrSnapshotVersion, tag)
 		}
@@ -235,7 +261,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*mvcc.Store, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return store, nil
+	return &replicated{store: store, alarms: as}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -300,7 +326,7 @@ func cloneConfState(cs *raftpb.ConfState) *raftpb.ConfState {
 
 // loadSnapshot reads the body of the log's base snapshot, which must be
 // the one meta names.
-func (n *Node) loadSnapshot(meta *raftpb.SnapshotMetadata) (*mvcc.Store, error) {
+func (n *Node) loadSnapshot(meta *raftpb.SnapshotMetadata) (*replicated, error) {
 	got, body, err := n.cfg.Log.OpenSnapshot()
 	if err != nil {
 		return nil, fmt.Errorf("engine: opening the snapshot at index %d: %w", meta.GetIndex(), err)
@@ -309,11 +335,11 @@ func (n *Node) loadSnapshot(meta *raftpb.SnapshotMetadata) (*mvcc.Store, error) 
 	if got.GetIndex() != meta.GetIndex() || got.GetTerm() != meta.GetTerm() {
 		return nil, fmt.Errorf("engine: the log's snapshot is %d/%d, want %d/%d", got.GetIndex(), got.GetTerm(), meta.GetIndex(), meta.GetTerm())
 	}
-	store, err := readSnapshot(body, meta)
+	st, err := readSnapshot(body, meta)
 	if err != nil {
 		return nil, fmt.Errorf("engine: restoring the snapshot at index %d: %w", meta.GetIndex(), err)
 	}
-	return store, nil
+	return st, nil
 }
 
 // install replaces the state with a snapshot received from the leader,
@@ -328,13 +354,13 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 		panic(fmt.Sprintf("engine: member %x advanced past snapshot %d/%d that the log does not hold (its base is %d/%d): the host must ApplySnapshot before Advance",
 			n.cfg.ID, meta.GetIndex(), meta.GetTerm(), bm.GetIndex(), bm.GetTerm()))
 	}
-	store, err := n.loadSnapshot(meta)
+	st, err := n.loadSnapshot(meta)
 	if err != nil {
 		return err
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
-		zap.Uint64("applied-before", n.applied), zap.Int64("revision", store.Rev()))
-	n.store = store
+		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
+	n.store, n.alarms = st.store, st.alarms
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
@@ -354,7 +380,8 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 			Term:      new(n.appliedTerm),
 			ConfState: cloneConfState(n.confState),
 		},
-		view: n.store.View(),
+		view:   n.store.View(),
+		alarms: n.alarms,
 	}
 	n.snap.inflight = job
 	return job

@@ -50,10 +50,11 @@ func snapshotBody(t *testing.T, job *SnapshotJob) []byte {
 func TestSnapshotBodyRoundTrip(t *testing.T) {
 	job := sampleJob(t)
 	body := snapshotBody(t, job)
-	store, err := readSnapshot(bytes.NewReader(body), job.Meta)
+	st, err := readSnapshot(bytes.NewReader(body), job.Meta)
 	if err != nil {
 		t.Fatal(err)
 	}
+	store := st.store
 	want, wantCompact, _ := job.view.HashKV(0)
 	got, gotCompact, _ := store.View().HashKV(0)
 	if got != want || gotCompact != wantCompact || store.Rev() != job.view.Rev() {

@@ -23,6 +23,7 @@ var grpcErrors = []struct {
 	{engine.ErrTooManyRequests, rpctypes.ErrGRPCRequestTooManyRequests},
 	{engine.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
 	{engine.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
+	{engine.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
 	{engine.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{errStopped, rpctypes.ErrGRPCStopped},
 	{context.Canceled, rpctypes.ErrGRPCCanceled},

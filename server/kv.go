@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
 
 	"github.com/basaltdb/basalt/engine"
 )
@@ -35,7 +39,7 @@ func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkPut(r); err != nil {
 		return nil, err
 	}
-	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Put: r})
+	res, err := s.m.proposeWrite(ctx, &pb.InternalRaftRequest{Put: r})
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +78,7 @@ func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		s.m.header(resp.Header)
 		return resp, nil
 	}
-	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Txn: r})
+	res, err := s.m.proposeWrite(ctx, &pb.InternalRaftRequest{Txn: r})
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +105,49 @@ func (m *Member) propose(ctx context.Context, op *pb.InternalRaftRequest) (any, 
 		return nil, toGRPC(err)
 	}
 	return resp.Result, nil
+}
+
+// proposeWrite proposes op, which may add data, after checking it fits the
+// quota. As in etcd, a write that does not fit raises the NOSPACE alarm for
+// the whole cluster and is refused; so is one that applied past the quota.
+func (m *Member) proposeWrite(ctx context.Context, op *pb.InternalRaftRequest) (any, error) {
+	if cost := engine.QuotaCost(op); cost > 0 && m.loop.status.Load().Bytes+cost >= m.quotaBytes() {
+		return nil, m.raiseNoSpace(ctx)
+	}
+	res, err := m.loop.do(ctx, engine.Request{Op: op})
+	if errors.Is(err, engine.ErrNoSpace) {
+		return nil, m.raiseNoSpace(ctx)
+	}
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return res.Result, nil
+}
+
+// raiseNoSpace raises this member's NOSPACE alarm unless it is raised, and
+// returns the error a write refused for space answers.
+func (m *Member) raiseNoSpace(ctx context.Context) error {
+	raised := slices.ContainsFunc(m.loop.status.Load().Alarms, func(a *pb.AlarmMember) bool {
+		return a.MemberID == m.memberID && a.Alarm == pb.AlarmType_NOSPACE
+	})
+	if !raised {
+		m.lg.Warn("database space exceeded; raising the NOSPACE alarm", zap.Int64("quota-size-bytes", m.quotaBytes()))
+		_, err := m.loop.do(ctx, engine.Request{Op: &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
+			Action: pb.AlarmRequest_ACTIVATE, MemberID: m.memberID, Alarm: pb.AlarmType_NOSPACE,
+		}}})
+		if err != nil {
+			return toGRPC(err)
+		}
+	}
+	return rpctypes.ErrGRPCNoSpace
+}
+
+// quotaBytes is the store size writes may reach (--quota-backend-bytes).
+func (m *Member) quotaBytes() int64 {
+	if m.cfg.QuotaBackendBytes <= 0 {
+		return quotaBytesDefault
+	}
+	return m.cfg.QuotaBackendBytes
 }
 
 // readBarrier returns once a read from the newest view is linearizable.

@@ -24,10 +24,6 @@ type maintenanceServer struct {
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := s.m.loop.status.Load()
 	view := s.m.loop.view.Load()
-	quota := s.m.cfg.QuotaBackendBytes
-	if quota <= 0 {
-		quota = quotaBytesDefault
-	}
 	resp := &pb.StatusResponse{
 		Header:           s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),
 		Version:          version.Version,
@@ -38,22 +34,28 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: st.Applied,
 		StorageVersion:   storageVersion,
-		DbSizeQuota:      quota,
+		DbSizeQuota:      s.m.quotaBytes(),
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
 	}
+	for _, a := range st.Alarms {
+		resp.Errors = append(resp.Errors, a.String())
+	}
 	return resp, nil
 }
 
-// Alarm lists alarms; basalt raises none yet, so the list is empty.
-// Raising and clearing alarms arrive with the quota.
+// Alarm gets, raises or clears alarms; like etcd, every action goes through
+// raft, so a GET sees every alarm applied before it.
 func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	if r.Action != pb.AlarmRequest_GET {
-		return s.UnimplementedMaintenanceServer.Alarm(ctx, r)
+	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
+	if err != nil {
+		return nil, err
 	}
-	return &pb.AlarmResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()})}, nil
+	resp := res.(*pb.AlarmResponse)
+	s.m.header(resp.Header)
+	return resp, nil
 }
 
 // clusterServer serves etcd's Cluster service.

@@ -139,6 +139,7 @@ func (m *Member) open() error {
 		Rand:                mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 		Logger:              m.lg,
 		SnapshotEntries:     m.cfg.SnapshotCount,
+		QuotaBytes:          m.quotaBytes(),
 	})
 	if err != nil {
 		return err
