@@ -1,14 +1,17 @@
 package sim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/basaltdb/basalt/diskio"
@@ -54,6 +57,11 @@ type member struct {
 	ioBusy bool
 	ioRd   engine.Ready
 	ioSeq  uint64
+	// afterIO are calls into the node that must wait for the Ready in
+	// flight: a finished snapshot job, whose SnapshotDone must not fall
+	// between the ApplySnapshot of a snapshot from the leader and the
+	// Advance that installs it (the server's loop never separates them).
+	afterIO []func()
 	// tickEvery is the member's tick interval, drift included.
 	tickEvery time.Duration
 	crashRNG  rng
@@ -161,6 +169,7 @@ func (m *member) restart() {
 			HeartbeatTicks:      heartbeatTicks,
 			RequestTimeoutTicks: requestTimeoutTicks,
 			RequestBytesMax:     requestBytesMax,
+			SnapshotEntries:     m.w.opts.Disk.SnapshotEntries,
 			Rand:                rand.New(rand.NewPCG(es, m.incarnation)),
 			Bugs: engine.Bugs{
 				ReadWithoutReadIndex: m.w.opts.Bugs.ReadWithoutReadIndex,
@@ -203,6 +212,10 @@ func (m *member) checkPromise(log *raftlog.Log, hs *raftpb.HardState) bool {
 		return false
 	}
 	term, err := log.Term(p.last)
+	if errors.Is(err, raft.ErrCompacted) {
+		// A snapshot covering the entries was made the log's base.
+		return true
+	}
 	if last < p.last || err != nil || term != p.lastTerm {
 		m.w.fail("durability", fmt.Sprintf("member %d restarted with last index %d (term at %d: %d, %v) after acting on entries up to %d of term %d",
 			m.id, last, p.last, term, err, p.last, p.lastTerm))
@@ -218,6 +231,9 @@ func (m *member) startFailed(what string, err error) {
 		return
 	}
 	if errors.Is(err, diskio.ErrInjected) {
+		// The process dies: its open files and lock go with it.
+		m.disk = m.disk.Crash(m.crashRNG.r)
+		m.disk.SetInjector(m.inj)
 		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
 		return
 	}
@@ -283,7 +299,7 @@ func (m *member) stop() {
 	}
 	m.savedUnacted = m.ioBusy
 	m.incarnation++
-	m.up, m.ioBusy, m.ioRd, m.pausedUntil, m.held = false, false, engine.Ready{}, 0, nil
+	m.up, m.ioBusy, m.ioRd, m.pausedUntil, m.held, m.afterIO = false, false, engine.Ready{}, 0, nil, nil
 	m.disk = m.disk.Crash(m.crashRNG.r)
 	m.disk.SetInjector(m.inj)
 	m.log, m.node, m.view = nil, nil, nil
@@ -348,16 +364,36 @@ func (m *member) tick() {
 	m.w.after(m.tickEvery, evTick, m.idx, m.tick)
 }
 
-// deliver hands the member a message from a peer.
-func (m *member) deliver(msg *raftpb.Message) {
+// deliver hands the member a message from a peer; a MsgSnap comes with
+// its body, which the transport writes into the log before the message is
+// stepped, and whose fate it reports to the sender.
+func (m *member) deliver(from *member, fromInc uint64, msg *raftpb.Message, body []byte) {
+	snap := msg.GetType() == raftpb.MsgSnap
 	if !m.up {
+		if snap {
+			from.snapshotReport(m.id, fromInc, false)
+		}
 		return
 	}
 	if m.paused() {
-		m.hold(func() { m.deliver(msg) })
+		m.hold(func() { m.deliver(from, fromInc, msg, body) })
 		return
 	}
 	m.guard(func() {
+		if snap {
+			err := m.log.ReceiveSnapshot(msg.GetSnapshot(), bytes.NewReader(body))
+			m.disk.TakeLatency()
+			from.snapshotReport(m.id, fromInc, err == nil)
+			if err != nil {
+				if errors.Is(err, diskio.ErrInjected) || m.corruption(err) {
+					m.failStop(err)
+				} else if !errors.Is(err, raftlog.ErrSnapshotInvalid) {
+					m.w.fail("snapshot", fmt.Sprintf("member %d cannot receive snapshot %d/%d from member %d: %v",
+						m.id, msg.GetSnapshot().GetMetadata().GetIndex(), msg.GetSnapshot().GetMetadata().GetTerm(), from.id, err))
+				}
+				return
+			}
+		}
 		_ = m.node.Step(msg)
 		m.kick()
 	})
@@ -376,6 +412,13 @@ func (m *member) kick() {
 		deferSync := bugs.AckBeforeFsync && sync
 		if deferSync {
 			sync = false
+		}
+		if rd.Snapshot != nil {
+			if err := m.log.ApplySnapshot(rd.Snapshot.GetMetadata()); err != nil {
+				m.failStop(err)
+				return
+			}
+			m.w.stats.Installed++
 		}
 		if err := m.log.Save(rd.HardState, rd.Entries, sync); err != nil {
 			m.failStop(err)
@@ -424,7 +467,16 @@ func (m *member) ioDone(seq uint64) {
 		rd := m.ioRd
 		m.ioBusy, m.ioRd = false, engine.Ready{}
 		m.complete(rd)
-		m.kick()
+		after := m.afterIO
+		m.afterIO = nil
+		for _, fn := range after {
+			if m.up {
+				fn()
+			}
+		}
+		if m.up {
+			m.kick()
+		}
 	})
 }
 
@@ -453,11 +505,27 @@ func (m *member) complete(rd engine.Ready) {
 		m.recordPromise()
 	}
 	for _, msg := range rd.Messages {
-		m.w.net.send(m.idx, msg)
+		if msg.GetType() == raftpb.MsgSnap {
+			if m.sendSnapshot(msg); !m.up {
+				return
+			}
+			continue
+		}
+		m.w.net.send(m.idx, msg, nil)
 	}
 	out := m.node.Advance(rd)
+	if out.Err != nil {
+		m.failStop(out.Err)
+		return
+	}
 	if out.View != nil {
 		m.view = out.View
+	}
+	if out.Snapshot != nil {
+		m.writeSnapshot(out.Snapshot)
+		if !m.up {
+			return
+		}
 	}
 	m.w.chk.afterAdvance(m)
 	if m.w.failure != nil || !m.up {
@@ -473,6 +541,102 @@ func (m *member) complete(rd engine.Ready) {
 			m.crash("crash site")
 		}
 	}
+}
+
+// sendSnapshot sends a MsgSnap with its body, read from the log now, as a
+// peer transport streams it; a body it cannot read is reported failed.
+func (m *member) sendSnapshot(msg *raftpb.Message) {
+	meta, body, err := m.log.OpenSnapshot()
+	var data []byte
+	if err == nil {
+		data, err = io.ReadAll(body)
+		body.Close()
+	}
+	m.disk.TakeLatency()
+	if err == nil && (meta.GetIndex() != msg.GetSnapshot().GetMetadata().GetIndex() || meta.GetTerm() != msg.GetSnapshot().GetMetadata().GetTerm()) {
+		err = raftlog.ErrSnapshotInvalid
+	}
+	if err != nil {
+		if errors.Is(err, diskio.ErrInjected) || m.corruption(err) {
+			m.failStop(err)
+			return
+		}
+		m.node.ReportSnapshot(msg.GetTo(), false)
+		return
+	}
+	m.w.net.send(m.idx, msg, data)
+}
+
+// snapshotReport tells the sender of a MsgSnap whether it was delivered,
+// one link delay later, if the sender still runs the incarnation that sent
+// it.
+func (m *member) snapshotReport(to uint64, inc uint64, delivered bool) {
+	m.w.after(m.w.net.delay(), evSnapshot, m.idx, func() {
+		if !m.up || m.incarnation != inc {
+			return
+		}
+		if m.paused() {
+			m.hold(func() { m.snapshotReport(to, inc, delivered) })
+			return
+		}
+		m.w.mix(uint64(evSnapshot), m.id, to, boolWord(delivered))
+		m.guard(func() {
+			m.node.ReportSnapshot(to, delivered)
+			m.kick()
+		})
+	})
+}
+
+// writeSnapshot writes a snapshot job: the body now (the job holds an
+// immutable view), and, once the writes' latency has passed, tells the
+// node, which may make it the log's base. A failed write or fsync stops the
+// member, as it stops the server.
+func (m *member) writeSnapshot(job *engine.SnapshotJob) {
+	w, err := m.log.CreateSnapshot(job.Meta)
+	if err == nil {
+		if err = engine.WriteSnapshot(w, job); err == nil {
+			err = w.Commit()
+		} else {
+			err = errors.Join(err, w.Abort())
+		}
+	}
+	lat := m.disk.TakeLatency()
+	if err != nil {
+		m.failStop(err)
+		return
+	}
+	m.w.stats.Snapshots++
+	inc := m.incarnation
+	m.w.after(lat, evSnapshot, m.idx, func() {
+		if !m.up || m.incarnation != inc {
+			return
+		}
+		if m.paused() {
+			m.hold(func() { m.snapshotDone(inc, job) })
+			return
+		}
+		m.snapshotDone(inc, job)
+	})
+}
+
+func (m *member) snapshotDone(inc uint64, job *engine.SnapshotJob) {
+	if !m.up || m.incarnation != inc {
+		return
+	}
+	if m.ioBusy {
+		m.afterIO = append(m.afterIO, func() { m.snapshotDone(inc, job) })
+		return
+	}
+	m.guard(func() {
+		if m.node.SnapshotDone(job, nil) {
+			if err := m.log.SnapshotSaved(job.Meta); err != nil {
+				m.failStop(err)
+				return
+			}
+			m.disk.TakeLatency()
+		}
+		m.kick()
+	})
 }
 
 // recordPromise notes the durable state the member is about to act on.

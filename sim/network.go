@@ -34,8 +34,9 @@ func newNetwork(w *World) *network {
 	return n
 }
 
-// send puts a message from member from on the wire.
-func (n *network) send(from int, msg *raftpb.Message) {
+// send puts a message from member from on the wire; body is the snapshot
+// body of a MsgSnap.
+func (n *network) send(from int, msg *raftpb.Message, body []byte) {
 	to := int(msg.GetTo()) - 1
 	if to < 0 || to >= len(n.blocked) || to == from {
 		panic(fmt.Sprintf("sim: member %d sent %v to member %d", from+1, msg.GetType(), msg.GetTo()))
@@ -44,27 +45,42 @@ func (n *network) send(from int, msg *raftpb.Message) {
 	w.stats.Messages++
 	w.mix(uint64(from), uint64(to), uint64(msg.GetType()), msg.GetTerm(), msg.GetIndex(), msg.GetLogTerm(),
 		msg.GetCommit(), uint64(len(msg.GetEntries())))
+	sender := w.members[from]
 	if n.blocked[from][to] || n.rng.chance(n.o.DropPPM) {
 		w.stats.Dropped++
+		if msg.GetType() == raftpb.MsgSnap {
+			sender.snapshotReport(msg.GetTo(), sender.incarnation, false)
+		}
 		return
 	}
-	n.schedule(from, to, msg)
-	if msg.GetType() != raftpb.MsgProp && n.rng.chance(n.o.DupPPM) {
-		n.schedule(from, to, proto.Clone(msg).(*raftpb.Message))
+	n.schedule(sender, to, msg, body)
+	// A forwarded proposal is never duplicated (see NetOptions.DupPPM), nor
+	// a snapshot, whose transport is a stream of its own.
+	if t := msg.GetType(); t != raftpb.MsgProp && t != raftpb.MsgSnap && n.rng.chance(n.o.DupPPM) {
+		n.schedule(sender, to, proto.Clone(msg).(*raftpb.Message), nil)
 	}
 }
 
-func (n *network) schedule(from, to int, msg *raftpb.Message) {
-	at := n.w.now + n.o.DelayMin + n.rng.expish(n.o.DelayMean)
+// delay draws one message's transit time.
+func (n *network) delay() time.Duration {
+	return n.o.DelayMin + n.rng.expish(n.o.DelayMean)
+}
+
+func (n *network) schedule(sender *member, to int, msg *raftpb.Message, body []byte) {
+	from, inc := sender.idx, sender.incarnation
+	at := n.w.now + n.delay()
 	if c := n.clogUntil[from][to]; c > at {
 		at = c + n.rng.dur(0, time.Millisecond)
 	}
 	n.w.at(at, evDeliver, to, func() {
 		if n.blocked[from][to] {
 			n.w.stats.Dropped++
+			if msg.GetType() == raftpb.MsgSnap {
+				sender.snapshotReport(msg.GetTo(), inc, false)
+			}
 			return
 		}
-		n.w.members[to].deliver(msg)
+		n.w.members[to].deliver(sender, inc, msg, body)
 	})
 }
 

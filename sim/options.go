@@ -61,6 +61,10 @@ type DiskOptions struct {
 	// SegmentBytes and EntryCacheBytes are the raftlog options (0: its
 	// default).
 	SegmentBytes, EntryCacheBytes int64
+	// SnapshotEntries is the engine's snapshot count (0: its default);
+	// a small one is snapshot pressure: logs are compacted often and
+	// lagging members catch up from a snapshot.
+	SnapshotEntries uint64
 }
 
 // FaultOptions are process and clock faults.
@@ -187,6 +191,9 @@ func Draw(seed uint64) Options {
 	o.Disk.RotPPM = sometimes(g, 500_000, 0, 20_000)
 	o.Disk.SegmentBytes = []int64{4 << 10, 64 << 10, 1 << 20}[g.intN(3)]
 	o.Disk.EntryCacheBytes = []int64{0, 2 << 10, 64 << 10}[g.intN(3)]
+	if g.chance(600_000) {
+		o.Disk.SnapshotEntries = []uint64{5, 10, 30, 100, 300, 1000}[g.intN(6)]
+	}
 
 	g = newRNG(seed, streamOptFault)
 	o.Faults.CrashPPM = sometimes(g, 600_000, 0, 20_000)
@@ -231,8 +238,8 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  net: delay=%v+~%v drop=%dppm dup=%dppm partition=%dppm/s heal=%dppm/s asymmetric=%dppm clog=%dppm/link/s clog-mean=%v\n",
 		n.DelayMin, n.DelayMean, n.DropPPM, n.DupPPM, n.PartitionPPM, n.HealPPM, n.AsymmetricPPM, n.ClogPPM, n.ClogMean)
 	d := o.Disk
-	fmt.Fprintf(&b, "  disk: fsync=~%v gray=%dppm faulty=%v write-eio=%dppm read-eio=%dppm rot=%dppm segment=%dB entry-cache=%dB\n",
-		d.SyncMean, d.GrayPPM, d.Faulty, d.WriteErrPPM, d.ReadErrPPM, d.RotPPM, d.SegmentBytes, d.EntryCacheBytes)
+	fmt.Fprintf(&b, "  disk: fsync=~%v gray=%dppm faulty=%v write-eio=%dppm read-eio=%dppm rot=%dppm segment=%dB entry-cache=%dB snapshot-count=%d\n",
+		d.SyncMean, d.GrayPPM, d.Faulty, d.WriteErrPPM, d.ReadErrPPM, d.RotPPM, d.SegmentBytes, d.EntryCacheBytes, d.SnapshotEntries)
 	f := o.Faults
 	fmt.Fprintf(&b, "  process: crash=%dppm/s restart=~%v fast-restart=%dppm crash-site=%dppm pause=%dppm/s pause-mean=%v drift<=%dppm\n",
 		f.CrashPPM, f.RestartMean, f.FastRestartPPM, f.CrashSitePPM, f.PausePPM, f.PauseMean, f.DriftPPM)

@@ -23,6 +23,7 @@ const (
 	evRestart
 	evUnpause
 	evLiveness
+	evSnapshot
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -133,6 +134,9 @@ type Stats struct {
 	Messages   int64
 	Dropped    int64
 	Corrupted  int
+	Snapshots  int
+	// Installed counts the snapshots members received from a leader.
+	Installed int
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -165,8 +169,8 @@ type Result struct {
 // Line is the one-line summary `basalt sim` prints for the run.
 func (r Result) Line() string {
 	s := r.Stats
-	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
-		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
+	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
+		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
 	}
