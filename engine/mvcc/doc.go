@@ -54,7 +54,9 @@
 // Compaction at r keeps, for each key, every version above r and the newest version <= r unless
 // it is a tombstone. CompactStep works through hist from its oldest revision, compacting each key
 // a revision changed, within a budget, and resumes where it stopped; reads, HashKV and WriteTo
-// select the logically retained versions themselves, so physical progress never shows.
+// select the logically retained versions themselves, so physical progress never shows. As etcd
+// v3.7.3, it physically keeps every change made at r itself (tombstones too) and hist's entry for
+// r until the next compaction, so that a watch starting at r sees r's deletes (etcd #18089).
 //
 // # Snapshots and hashes
 //

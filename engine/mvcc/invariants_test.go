@@ -47,10 +47,10 @@ func checkInvariants(s *Store) error {
 				return fmt.Errorf("key %q: %w", ki.key, err)
 			}
 		}
-		if s.compactDone() && len(vs) != len(ki.vers) {
-			return fmt.Errorf("key %q: compaction done but %d versions held, %d retained", ki.key, len(ki.vers), len(vs))
+		if cut := physicalCut(ki.vers, st.compactRev); s.compactDone() && cut != 0 {
+			return fmt.Errorf("key %q: compaction done but %d versions left to drop", ki.key, cut)
 		}
-		if s.compactDone() && len(vs) == 0 {
+		if s.compactDone() && len(vs) == 0 && ki.vers[len(ki.vers)-1].mod.Main != st.compactRev {
 			return fmt.Errorf("key %q: compaction done but the key retains nothing", ki.key)
 		}
 		return nil
@@ -84,7 +84,7 @@ func checkInvariants(s *Store) error {
 		return fmt.Errorf("bytes %d, recomputed %d", s.bytes, bytes)
 	}
 	// History: revisions up to rev, from at most the first one above compactRev; every listed
-	// change above compactRev is retained.
+	// change at or above compactRev is physically held.
 	h := &st.hist
 	if h.base+int64(h.n) != st.rev+1 || h.first < 0 || h.first > h.n || h.first >= histChunkEntries ||
 		h.n > len(h.chunks)*histChunkEntries {
@@ -94,7 +94,7 @@ func checkInvariants(s *Store) error {
 		return fmt.Errorf("history starts at %d, compact %d", oldest, st.compactRev)
 	}
 	h.scan(0, func(main int64, rc *revChanges) bool {
-		if main <= st.compactRev {
+		if main < st.compactRev {
 			return true
 		}
 		for sub := range rc.len() {

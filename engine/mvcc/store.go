@@ -128,7 +128,9 @@ type state struct {
 	dead *keyTree
 	// hist lists the keys each main revision changed.
 	// Invariant: holds every revision from the oldest one not yet physically compacted to rev, and
-	// for each entry above compactRev every listed (key, Revision{main, sub}) version is retained.
+	// for each entry at or above compactRev every listed (key, Revision{main, sub}) version is
+	// physically held (the entry at compactRev only until a restore, which rebuilds the history
+	// from compactRev+1).
 	hist history
 	// rev is the current revision: the newest applied write txn (1 for a new store).
 	rev int64
@@ -210,13 +212,17 @@ func (s *Store) Compact(rev int64) error {
 		return ErrFutureRev
 	}
 	s.st.compactRev, s.st.compacted = rev, true
+	// The oldest entry may be the previous compaction revision's, worked through for that one
+	// only: work through it again (compactKey is idempotent).
+	s.compactSub = 0
 	s.view = nil
 	return nil
 }
 
 // CompactStep removes versions that are no longer reachable below the compaction revision: for
-// each key, every version <= CompactRev except the newest one if it is a put. It works through the
-// history from the oldest revision and does at most about versionsMax units of work (one per change
+// each key, every version < CompactRev except the newest one if it is a put and the key has no
+// change at CompactRev (see physicalCut). It works through the history entries below CompactRev
+// from the oldest one and does at most about versionsMax units of work (one per change
 // visited, per version dropped and per version copied, plus at most one key's survivors). It never
 // changes what any read returns. It reports whether physical compaction has caught up with
 // CompactRev.
@@ -241,15 +247,37 @@ func (s *Store) CompactStep(versionsMax int) (done bool) {
 		if s.compactSub < rc.len() {
 			break
 		}
+		if main == s.st.compactRev {
+			// Its keys are compacted, but its changes stay listed for Events.
+			return true
+		}
 		s.st.hist.dropOldest()
 		s.compactSub = 0
 	}
 	return s.compactDone()
 }
 
+// compactDone reports whether every history entry at or below the compaction revision has been
+// worked through; the one at the compaction revision itself stays in the history.
 func (s *Store) compactDone() bool {
-	main, _, ok := s.st.hist.oldest()
-	return !ok || main > s.st.compactRev
+	main, rc, ok := s.st.hist.oldest()
+	return !ok || main > s.st.compactRev || (main == s.st.compactRev && s.compactSub == rc.len())
+}
+
+// physicalCut returns how many of the oldest versions compaction at compactRev drops: every
+// version below compactRev except the newest one if it is a put and the key has no change at
+// compactRev itself. Unlike the logical retained set, it keeps every change made at compactRev,
+// tombstones included, as etcd v3.7.3 keeps them until the next compaction: a watch may start
+// at the compaction revision and must see its deletes (etcd #18089, #19179).
+func physicalCut(vers []version, compactRev int64) int {
+	i := firstAfter(vers, compactRev-1)
+	if i < len(vers) && vers[i].mod.Main == compactRev {
+		return i
+	}
+	if i > 0 && !vers[i-1].tombstone() {
+		return i - 1
+	}
+	return i
 }
 
 // compactKey drops up to budget of key's versions that compaction at CompactRev makes
@@ -264,11 +292,7 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 			return 1, true
 		}
 	}
-	i := firstAfter(ki.vers, s.st.compactRev)
-	cut := i
-	if i > 0 && !ki.vers[i-1].tombstone() {
-		cut = i - 1
-	}
+	cut := physicalCut(ki.vers, s.st.compactRev)
 	if cut == 0 {
 		return 1, true
 	}

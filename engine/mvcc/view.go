@@ -373,10 +373,12 @@ func makeKVs(cands []cand, keysOnly bool) []*mvccpb.KeyValue {
 // Events returns the events of every change with main revision >= fromRev, in revision order, as
 // End returned them: whole revisions only, at most eventsMax events unless the first revision
 // alone has more. next is the first revision not covered: the one to continue from, Rev()+1
-// once the view is exhausted. fromRev <= CompactRev fails with ErrCompacted (the changes of the
-// compaction revision itself may be gone).
+// once the view is exhausted. As etcd's watch, it may start at CompactRev itself, whose changes
+// compaction keeps; fromRev < CompactRev fails with ErrCompacted, and so does fromRev ==
+// CompactRev once those changes are gone (a store restored from a snapshot holds the history
+// from CompactRev+1 only).
 func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, next int64, err error) {
-	if fromRev <= v.st.compactRev {
+	if fromRev < v.st.compactRev || (fromRev == v.st.compactRev && !v.holdsChangesOf(fromRev)) {
 		return nil, fromRev, ErrCompacted
 	}
 	next = max(fromRev, v.st.rev+1)
@@ -407,6 +409,16 @@ func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, nex
 		return true
 	})
 	return events, next, nil
+}
+
+// holdsChangesOf reports whether the history still lists every change of revision rev: rev 1
+// (the initial revision) has none, and the oldest entry is the first one not yet compacted.
+func (v *View) holdsChangesOf(rev int64) bool {
+	if rev < 2 {
+		return true
+	}
+	oldest, _, ok := v.st.hist.oldest()
+	return ok && oldest <= rev
 }
 
 // FirstRev is the lowest revision a read may ask for without ErrCompacted, as etcd checks a
