@@ -41,6 +41,10 @@ type Config struct {
 	QuotaBackendBytes int64
 	MaxSnapshots      int
 
+	// WatchProgressNotifyInterval is the period of progress notifications to watchers that
+	// asked for them, at least watchProgressIntervalMin.
+	WatchProgressNotifyInterval time.Duration
+
 	GRPCKeepaliveMinTime  time.Duration
 	GRPCKeepaliveInterval time.Duration
 	GRPCKeepaliveTimeout  time.Duration
@@ -207,7 +211,7 @@ var etcdFlags = []etcdFlag{
 	{name: "compact-hash-check-time", def: "1m0s", kind: flagTuning, usage: "Duration of time between leader checks followers compaction hashes."},
 	{name: "compaction-batch-limit", def: "1000", kind: flagTuning, usage: "Sets the maximum revisions deleted in each compaction batch."},
 	{name: "peer-skip-client-san-verification", def: "false", isBool: true, kind: flagUnsupported, usage: "Skip verification of SAN field in client certificate for peer connections."},
-	{name: "watch-progress-notify-interval", def: "10m0s", kind: flagUnsupported, usage: "Duration of periodic watch progress notifications."},
+	{name: "watch-progress-notify-interval", def: "10m0s", kind: flagImplemented, usage: "Duration of periodic watch progress notifications."},
 	{name: "warning-apply-duration", def: "100ms", kind: flagTuning, usage: "Time duration after which a warning is generated if request takes more time."},
 	{name: "bootstrap-defrag-threshold-megabytes", def: "0", kind: flagTuning, usage: "Enable the defrag during etcd server bootstrap (basalt never needs defragmentation)."},
 	{name: "max-learners", def: "1", kind: flagUnsupported, usage: "Set the max number of learner members allowed in the cluster membership."},
@@ -405,11 +409,19 @@ func buildConfig(get func(string) string, set map[string]bool, warnings []string
 		{"grpc-keepalive-min-time", &cfg.GRPCKeepaliveMinTime},
 		{"grpc-keepalive-interval", &cfg.GRPCKeepaliveInterval},
 		{"grpc-keepalive-timeout", &cfg.GRPCKeepaliveTimeout},
+		{"watch-progress-notify-interval", &cfg.WatchProgressNotifyInterval},
 	}
 	for _, d := range durations {
 		if *d.dst, err = time.ParseDuration(get(d.name)); err != nil {
 			return nil, fmt.Errorf("invalid value %q for flag -%s: %v", get(d.name), d.name, err)
 		}
+	}
+	switch iv := cfg.WatchProgressNotifyInterval; {
+	case iv <= 0:
+		cfg.WatchProgressNotifyInterval = watchProgressIntervalDefault
+	case iv < watchProgressIntervalMin:
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("adjusting watch progress notify interval %v to the minimum period %v", iv, watchProgressIntervalMin))
+		cfg.WatchProgressNotifyInterval = watchProgressIntervalMin
 	}
 	for name, dst := range map[string]*bool{
 		"unsafe-no-fsync":       &cfg.UnsafeNoFsync,

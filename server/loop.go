@@ -75,6 +75,8 @@ type loop struct {
 
 	view   atomic.Pointer[mvcc.View]
 	status atomic.Pointer[engine.Status]
+	// watch, once set, is handed each view the loop publishes.
+	watch atomic.Pointer[watchHub]
 }
 
 func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Duration, noSync bool) *loop {
@@ -183,6 +185,9 @@ func (l *loop) process() error {
 		}
 		if out.View != nil {
 			l.view.Store(out.View)
+			if h := l.watch.Load(); h != nil {
+				h.publish(out.View)
+			}
 		}
 		st := l.node.Status()
 		l.status.Store(&st)

@@ -65,9 +65,10 @@ type Member struct {
 	memberID  uint64
 	clusterID uint64
 
-	lock io.Closer
-	log  *raftlog.Log
-	loop *loop
+	lock  io.Closer
+	log   *raftlog.Log
+	loop  *loop
+	watch *watchHub
 
 	health    *health.Server
 	grpc      *grpc.Server
@@ -253,6 +254,8 @@ func (m *Member) serve() error {
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
 	pb.RegisterClusterServer(m.grpc, &clusterServer{m: m})
+	m.startWatch()
+	pb.RegisterWatchServer(m.grpc, &watchServer{m: m})
 	healthpb.RegisterHealthServer(m.grpc, m.health)
 
 	for _, u := range m.cfg.ListenClientURLs {
@@ -313,6 +316,9 @@ func (m *Member) Stop() {
 		}
 	}
 	m.loop.Stop()
+	if m.watch != nil {
+		m.watch.stop()
+	}
 	m.closeStorage()
 }
 
