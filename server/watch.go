@@ -204,6 +204,11 @@ func (h *watchHub) advance() {
 	if v == h.view {
 		return
 	}
+	if v.Rev() < h.rev {
+		// Never send events back in time (etcd #15271): keep serving from the hub's view.
+		h.lg.Error("ignoring a view older than the watchers' revision", zap.Int64("view-revision", v.Rev()), zap.Int64("watch-revision", h.rev))
+		return
+	}
 	for from := h.rev + 1; from <= v.Rev(); {
 		evs, next, err := v.Events(from, watchReadEventsMax)
 		if err != nil {

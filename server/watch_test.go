@@ -44,7 +44,7 @@ type rawWatch struct {
 	cancel context.CancelFunc
 }
 
-func grpcConn(t *testing.T, m *Member) *grpc.ClientConn {
+func grpcConn(t testing.TB, m *Member) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(strings.TrimPrefix(m.ClientURL(), "http://"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
