@@ -121,7 +121,6 @@ func (w *watcher) filter(evs []*mvccpb.Event) []*mvccpb.Event {
 // events of the new revisions from the view's history and queues them on the streams of the
 // synced watchers, and brings unsynced watchers forward from the history in bounded batches.
 type watchHub struct {
-	m  *Member
 	lg *zap.Logger
 	// latest is the newest view the loop published.
 	latest atomic.Pointer[mvcc.View]
@@ -143,10 +142,9 @@ type watchHub struct {
 	behind atomic.Int32
 }
 
-func newWatchHub(m *Member, v *mvcc.View) *watchHub {
+func newWatchHub(lg *zap.Logger, v *mvcc.View) *watchHub {
 	h := &watchHub{
-		m:        m,
-		lg:       m.lg.Named("watch"),
+		lg:       lg,
 		wake:     make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 		donec:    make(chan struct{}),
@@ -264,6 +262,12 @@ func (h *watchHub) notify(rev int64, evs []*mvccpb.Event) {
 // gets the events of up to watchBatchRevsMax revisions in one response with header.revision the
 // view's, as etcd's syncWatchers; one that has caught up becomes synced. Called with mu.
 func (h *watchHub) syncUnsynced() {
+	more := false
+	defer func() {
+		if more {
+			h.kick() // a watcher with room in its queue is still behind: go on soon
+		}
+	}()
 	for w := range h.unsynced {
 		if w.minRev < h.view.CompactRev() {
 			h.compacted(w)
@@ -284,6 +288,8 @@ func (h *watchHub) syncUnsynced() {
 		if next > h.rev {
 			delete(h.unsynced, w)
 			h.addSynced(w)
+		} else if w.queued.Load() < watchQueuedResponsesMax {
+			more = true
 		}
 	}
 }
@@ -747,7 +753,7 @@ func requiresLeader(ctx context.Context) bool {
 
 // startWatch starts the member's watch hub from the newest view and has the loop feed it.
 func (m *Member) startWatch() {
-	m.watch = newWatchHub(m, m.loop.view.Load())
+	m.watch = newWatchHub(m.lg.Named("watch"), m.loop.view.Load())
 	m.loop.watch.Store(m.watch)
 	m.watch.publish(m.loop.view.Load())
 	go m.watch.run()
