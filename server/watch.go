@@ -140,6 +140,8 @@ type watchHub struct {
 	// behind is len(unsynced), for the senders to know whether a drained queue may let a
 	// watcher catch up.
 	behind atomic.Int32
+	// advanced is closed, and replaced, each time rev moves.
+	advanced chan struct{}
 }
 
 func newWatchHub(lg *zap.Logger, v *mvcc.View) *watchHub {
@@ -153,6 +155,7 @@ func newWatchHub(lg *zap.Logger, v *mvcc.View) *watchHub {
 		keyed:    map[string]map[*watcher]struct{}{},
 		ranged:   map[*watcher]struct{}{},
 		unsynced: map[*watcher]struct{}{},
+		advanced: make(chan struct{}),
 	}
 	h.latest.Store(v)
 	return h
@@ -210,8 +213,10 @@ func (h *watchHub) advance() {
 	for from := h.rev + 1; from <= v.Rev(); {
 		evs, next, err := v.Events(from, watchReadEventsMax)
 		if err != nil {
-			// The view jumped past history the hub never saw (a snapshot was installed):
-			// the synced watchers catch up, or learn of the compaction, like unsynced ones.
+			// The view was compacted past history the hub never saw (a snapshot was installed,
+			// or a compaction applied with the writes it compacts): the synced watchers catch
+			// up, or learn of the compaction, like unsynced ones.
+			h.lg.Warn("watch history compacted before it reached the watchers", zap.Int64("from", from), zap.Int64("compact-revision", v.CompactRev()))
 			h.desyncAll()
 			break
 		}
@@ -225,7 +230,36 @@ func (h *watchHub) advance() {
 		}
 		from = next
 	}
+	if v.Rev() != h.rev {
+		close(h.advanced)
+		h.advanced = make(chan struct{})
+	}
 	h.view, h.rev = v, v.Rev()
+}
+
+// waitRev returns once the watchers have been brought to revision rev, or to the newest
+// revision if that is lower. A compaction waits for it before it is proposed: a synced watcher
+// must have every event below the compaction revision queued before compaction can drop them,
+// as etcd notifies synced watchers at commit. (A view that arrives already compacted past
+// revisions the hub never saw, as from a snapshot, cancels the watchers that needed them.)
+func (h *watchHub) waitRev(ctx context.Context, rev int64) error {
+	for {
+		h.mu.Lock()
+		target := min(rev, h.latest.Load().Rev())
+		done, ch := h.rev >= target, h.advanced
+		h.mu.Unlock()
+		if done {
+			return nil
+		}
+		h.kick()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.stopc:
+			return errStopped
+		}
+	}
 }
 
 // notify queues the events of revision rev on each synced watcher that wants some of them.
