@@ -20,15 +20,28 @@ import (
 // watches the key but never reads (the slow consumer). It reports the events delivered per
 // second, the p99 delay from a put to its delivery (from the time stamp in the value, set just
 // before the put is sent), and the heap per idle watcher.
+//
+// mode=burst writes as fast as the writer can (throughput; the delay is then mostly queueing);
+// mode=paced waits until a put's events have reached every watcher before the next put (the
+// delay is the fan-out time of one revision).
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("watchers=%d", n), func(b *testing.B) { benchFanout(b, n) })
+		for _, paced := range []bool{false, true} {
+			mode := map[bool]string{false: "burst", true: "paced"}[paced]
+			b.Run(fmt.Sprintf("watchers=%d/mode=%s", n, mode), func(b *testing.B) { benchFanout(b, n, paced) })
+		}
 	}
 }
 
-const watchBenchStreams = 16
+// watchBenchStreams is how many streams the fast watchers share; watchBenchValueBytes is the
+// size of each put, large enough that the slow consumer's flow control window fills within a
+// few hundred puts.
+const (
+	watchBenchStreams    = 16
+	watchBenchValueBytes = 2048
+)
 
-func benchFanout(b *testing.B, watchers int) {
+func benchFanout(b *testing.B, watchers int, paced bool) {
 	cfg, err := ParseFlags([]string{
 		"--name", "m1", "--data-dir", b.TempDir(),
 		"--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://127.0.0.1:2379",
@@ -47,8 +60,9 @@ func benchFanout(b *testing.B, watchers int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// The slow consumer: created, never read.
-	slow, err := pb.NewWatchClient(conn).Watch(ctx)
+	// The slow consumer: created, never read, on its own connection (so only its own flow
+	// control window fills).
+	slow, err := pb.NewWatchClient(grpcConn(b, m)).Watch(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,6 +104,7 @@ func benchFanout(b *testing.B, watchers int) {
 	)
 	want := int64(watchers) * int64(b.N)
 	done := make(chan struct{})
+	step := make(chan struct{}, 1)
 	for _, s := range streams {
 		wg.Add(1)
 		go func() {
@@ -104,8 +119,15 @@ func benchFanout(b *testing.B, watchers int) {
 				for _, ev := range r.Events {
 					local = append(local, now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(ev.Kv.Value)))))
 				}
-				if received.Add(int64(len(r.Events))) == want {
+				got := received.Add(int64(len(r.Events)))
+				if got == want {
 					close(done)
+				}
+				if paced && got%int64(watchers) == 0 {
+					select {
+					case step <- struct{}{}:
+					default:
+					}
 				}
 			}
 			mu.Lock()
@@ -116,11 +138,18 @@ func benchFanout(b *testing.B, watchers int) {
 	kv := pb.NewKVClient(conn)
 	b.ResetTimer()
 	start := time.Now()
-	var v [8]byte
-	for range b.N {
-		binary.BigEndian.PutUint64(v[:], uint64(time.Now().UnixNano()))
-		if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: v[:]}); err != nil {
+	v := make([]byte, watchBenchValueBytes)
+	for i := range b.N {
+		binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
+		if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: v}); err != nil {
 			b.Fatal(err)
+		}
+		for paced && received.Load() < int64(watchers)*int64(i+1) {
+			select {
+			case <-step:
+			case <-time.After(time.Minute):
+				b.Fatalf("put %d: delivered %d events", i, received.Load())
+			}
 		}
 	}
 	select {
@@ -130,15 +159,16 @@ func benchFanout(b *testing.B, watchers int) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	m.watch.mu.Lock()
+	behind := len(m.watch.unsynced)
+	m.watch.mu.Unlock()
 	cancel()
 	wg.Wait()
 	slices.Sort(delays)
 	b.ReportMetric(float64(want)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(delays[len(delays)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(perWatcher, "B/watcher")
-	m.watch.mu.Lock()
-	behind := len(m.watch.unsynced)
-	m.watch.mu.Unlock()
+	// The slow consumer must be the only watcher left behind.
 	b.ReportMetric(float64(behind), "unsynced")
 }
 
