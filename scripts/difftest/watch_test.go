@@ -240,3 +240,54 @@ func createdIDs(out string) []int64 {
 	}
 	return ids
 }
+
+// TestWatchFragment compares a catch-up response over --max-request-bytes + 512 KiB (2 MiB by
+// default) with fragment set and not set, and a large single revision.
+func TestWatchFragment(t *testing.T) {
+	ref, cand := startPair(t)
+	value := make([]byte, 600*1024)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	var reqs []proto.Message
+	for i := range 5 {
+		reqs = append(reqs, &pb.PutRequest{Key: []byte(fmt.Sprintf("f%d", i)), Value: value})
+	}
+	for _, r := range reqs {
+		for _, m := range []*member{ref, cand} {
+			if _, err := callGRPC(m.conn, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	steps := []*pb.WatchCreateRequest{
+		{Key: []byte("f"), RangeEnd: []byte("g"), StartRevision: 2, Fragment: true},
+		{Key: []byte("f"), RangeEnd: []byte("g"), StartRevision: 2},
+		{Key: []byte("f0"), StartRevision: 2, Fragment: true, PrevKv: true},
+	}
+	refStreams, candStreams := openStreams(t, ref.conn), openStreams(t, cand.conn)
+	for i, c := range steps {
+		req := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: c}}
+		var outs [2]string
+		var wg sync.WaitGroup
+		for k, ss := range [][]*diffStream{refStreams, candStreams} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := ss[0].s.Send(req); err != nil {
+					outs[k] = err.Error()
+					return
+				}
+				outs[k] = ss[0].settle()
+			}()
+		}
+		wg.Wait()
+		if outs[0] != outs[1] {
+			mismatch(t, tally{}, i, describe(req), outs[0], outs[1])
+		}
+		if i == 0 && strings.Count(outs[0], "fragment: true") == 0 {
+			t.Fatalf("the reference did not fragment:\n%s", outs[0])
+		}
+		logOp(t, i, describe(req), outs[0])
+	}
+}
