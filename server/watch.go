@@ -81,12 +81,14 @@ type watcher struct {
 	prevKV, fragment bool
 	progressNotify   bool
 	// state and minRev are guarded by the hub's mu.
-	// Invariant: every event of the watched range with revision < minRev is queued or sent,
-	// none at or above it is; a synced watcher has minRev > hub.rev or a future startRev.
+	// Invariant: every event w wants with revision < minRev is queued or sent, none at or above
+	// it is. A synced watcher also has every event it wants at or below the hub's rev queued:
+	// its minRev may lag over revisions that had nothing for it, and is at least its start.
 	state  watcherState
 	minRev int64
-	// queued counts this watcher's event responses in the send queue.
-	// Invariant: <= watchQueuedResponsesMax.
+	// queued counts this watcher's responses in the send queue (events, progress notifications,
+	// its compaction cancel).
+	// Invariant: <= watchQueuedResponsesMax, plus one for a compaction cancel.
 	queued atomic.Int32
 	// quiet is cleared when events are sent and set at each progress tick: a progress_notify
 	// watcher gets a notification at a tick only if nothing was sent since the last one.
@@ -283,6 +285,7 @@ func (h *watchHub) notify(rev int64, evs []*mvccpb.Event) {
 			continue
 		}
 		if w.queued.Load() >= watchQueuedResponsesMax {
+			w.minRev = rev
 			h.desync(w)
 			continue
 		}
@@ -361,20 +364,22 @@ func (h *watchHub) compacted(w *watcher) {
 	w.s.queueEvents(w, &pb.WatchResponse{WatchId: w.id, Canceled: true, CompactRevision: h.view.CompactRev(), Header: &pb.ResponseHeader{}})
 }
 
-// desyncAll moves every synced watcher to the unsynced set.
+// desyncAll moves every synced watcher to the unsynced set, to go on after the hub's rev.
 func (h *watchHub) desyncAll() {
 	for _, ws := range h.keyed {
 		for w := range ws {
+			w.minRev = max(w.minRev, h.rev+1)
 			h.desync(w)
 		}
 	}
 	for w := range h.ranged {
+		w.minRev = max(w.minRev, h.rev+1)
 		h.desync(w)
 	}
 }
 
-// desync moves a synced watcher to the unsynced set; its minRev stays the first revision not
-// queued.
+// desync moves a synced watcher to the unsynced set; the caller has set its minRev to the first
+// revision not queued.
 func (h *watchHub) desync(w *watcher) {
 	h.remove(w)
 	w.state = watcherUnsynced
