@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/tidwall/btree"
-	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/engine/mvcc"
