@@ -295,23 +295,23 @@ func (ls *lessor) expired(now uint64, limit int) []int64 {
 
 // walk visits the untouched leases after cursor in byTTL order while fn
 // returns true, moving the cursor past each lease fn accepts and past
-// touched ones, at most leaseWalkPerTickMax leases.
+// touched ones, at most leaseWalkPerTickMax leases. fn must not change
+// byTTL.
 func (ls *lessor) walk(cursor *leaseRecord, fn func(*lease) bool) {
-	var next []leaseRecord
+	visited := 0
 	ls.byTTL.Ascend(*cursor, func(r leaseRecord) bool {
 		if r == *cursor {
 			return true
 		}
-		next = append(next, r)
-		return len(next) < leaseWalkPerTickMax
-	})
-	for _, r := range next {
-		l := ls.leases[r.id]
-		if l.epoch != ls.epoch && !fn(l) {
-			return
+		if visited++; visited > leaseWalkPerTickMax {
+			return false
+		}
+		if l := ls.leases[r.id]; l.epoch != ls.epoch && !fn(l) {
+			return false
 		}
 		*cursor = r
-	}
+		return true
+	})
 }
 
 // dueCheckpoints returns the checkpoints due at now, at most limit.
