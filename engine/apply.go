@@ -65,7 +65,7 @@ func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) 
 	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {
 		return nil, ErrNoSpace
 	}
-	fits := cost == 0 || n.cfg.QuotaBytes <= 0 || n.store.Bytes()+cost < n.cfg.QuotaBytes
+	fits := cost == 0 || n.cfg.QuotaBytes <= 0 || n.bytes()+cost < n.cfg.QuotaBytes
 	res, err := n.applyKV(req)
 	// As etcd does, a write that does not fit the quota is applied all the
 	// same and answers ErrNoSpace; the check at the door keeps this rare.

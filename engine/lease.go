@@ -345,6 +345,13 @@ func (ls *lessor) dueCheckpoints(now uint64, limit int) []*pb.LeaseCheckpoint {
 	return cps
 }
 
+// bytes is what the quota counts for the member's state: the store's
+// bytes, and etcd's quota cost for each lease, which etcd's database holds
+// as it holds keys.
+func (n *Node) bytes() int64 {
+	return n.store.Bytes() + int64(len(n.leases.leases))*leaseOverheadBytes
+}
+
 // status reports a lease as the leader sees it at now.
 func (ls *lessor) status(l *lease, now uint64, withKeys bool) LeaseStatus {
 	st := LeaseStatus{ID: l.id, GrantedTTL: l.ttl}

@@ -112,7 +112,8 @@ type Status struct {
 	Term    uint64
 	Commit  uint64
 	Applied uint64
-	// Bytes is what the MVCC store holds, reported as Status.dbSize.
+	// Bytes is what the MVCC store and the leases hold, reported as
+	// Status.dbSize.
 	Bytes int64
 	// Alarms are the raised alarms; the slice is never modified.
 	Alarms []*etcdserverpb.AlarmMember
@@ -509,7 +510,7 @@ func (n *Node) Status() Status {
 		Term:    st.GetTerm(),
 		Commit:  st.GetCommit(),
 		Applied: n.applied,
-		Bytes:   n.store.Bytes(),
+		Bytes:   n.bytes(),
 		Alarms:  n.alarms,
 	}
 }
