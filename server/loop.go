@@ -55,8 +55,8 @@ type loop struct {
 	noSync bool
 
 	submitc chan submission
-	// callc carries functions to run on the loop goroutine with the Node
-	// (what the engine serves from memory, such as lease renewals).
+	// callc takes functions to run on the loop goroutine, which owns the
+	// node.
 	callc chan func(*engine.Node)
 	stopc chan struct{}
 	donec chan struct{}
@@ -117,8 +117,8 @@ func (l *loop) run() {
 		case s := <-l.submitc:
 			l.submit(s)
 			l.drainSubmissions()
-		case f := <-l.callc:
-			f(l.node)
+		case fn := <-l.callc:
+			fn(l.node)
 		case r := <-l.snapshotc:
 			if err := l.finishSnapshot(r); err != nil {
 				l.fail(err)
@@ -304,12 +304,15 @@ func (l *loop) do(ctx context.Context, r engine.Request) (engine.Response, error
 	}
 }
 
-// call runs f with the Node on the loop goroutine, between Ready cycles,
-// and waits for it to have run.
-func (l *loop) call(ctx context.Context, f func(*engine.Node)) error {
+// call runs fn with the node on the loop goroutine and waits for it.
+func (l *loop) call(ctx context.Context, fn func(*engine.Node)) error {
 	done := make(chan struct{})
+	wrapped := func(n *engine.Node) {
+		fn(n)
+		close(done)
+	}
 	select {
-	case l.callc <- func(n *engine.Node) { f(n); close(done) }:
+	case l.callc <- wrapped:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-l.donec:

@@ -147,7 +147,6 @@ func (m *Member) open() error {
 	if err != nil {
 		return err
 	}
-	m.leaseIDs = newIDGenerator(m.memberID, time.Now())
 	m.lg.Info("starting local member", zap.String("local-member-id", idString(m.memberID)), zap.String("cluster-id", idString(m.clusterID)))
 	m.loop = newLoop(node, m.log, m.lg, tick, m.cfg.UnsafeNoFsync)
 	return nil
@@ -246,6 +245,7 @@ func (m *Member) waitReady() error {
 }
 
 func (m *Member) serve() error {
+	m.leaseIDs = newIDGenerator(m.memberID, time.Now())
 	m.health = health.NewServer()
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(m.cfg.RequestBytesMax + grpcOverheadBytes),
