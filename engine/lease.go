@@ -14,6 +14,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/raft/v3"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/engine/mvcc"
@@ -509,7 +510,7 @@ func (n *Node) proposeInternal(op *pb.InternalRaftRequest) {
 	data, err := proto.Marshal(op)
 	assert(err == nil, "engine: member %x cannot encode %v: %v", n.cfg.ID, op, err)
 	if err := n.raw.Propose(data); err != nil {
-		n.log.Debug("internal proposal dropped")
+		n.log.Debug("internal proposal dropped", zap.Error(err))
 	}
 }
 
