@@ -109,3 +109,28 @@ func BenchmarkLeaseExpiryStorm(b *testing.B) {
 		b.ReportMetric(float64(ticks), "ticks")
 	}
 }
+
+// BenchmarkLeasePromote is a leader change with a million leases: the
+// promotion and the new leader's first look for expired leases cost the
+// same as with none (etcd #9496: an O(n) promotion timed out elections).
+func BenchmarkLeasePromote(b *testing.B) {
+	for _, leases := range []int{0, 1_000_000} {
+		b.Run(fmt.Sprintf("leases=%d", leases), func(b *testing.B) {
+			ls := newLessor(&Config{ElectionTicks: 10})
+			for id := range leases {
+				if _, err := ls.grant(int64(id+1), int64(60+id%600), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			now := uint64(0)
+			for b.Loop() {
+				now++
+				ls.promote(now)
+				if ids := ls.expired(now+1, 100); len(ids) != 0 {
+					b.Fatalf("%d leases expired at once", len(ids))
+				}
+				ls.demote()
+			}
+		})
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"io"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/basaltdb/basalt/engine"
 )
@@ -89,6 +91,13 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 // (etcd #20616).
 func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	ctx := stream.Context()
+	// clientv3 opens this stream requiring a leader, which etcd checks as
+	// the stream starts.
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if ks := md[rpctypes.MetadataRequireLeaderKey]; len(ks) > 0 && ks[0] == rpctypes.MetadataHasLeader && s.m.loop.status.Load().Leader == 0 {
+			return rpctypes.ErrGRPCNoLeader
+		}
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
