@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3"
@@ -68,6 +69,9 @@ type Config struct {
 	// ElectionTicks > HeartbeatTicks > 0.
 	ElectionTicks  int
 	HeartbeatTicks int
+	// TickDuration is how long a tick lasts on the host's clock; it turns
+	// lease TTLs, which are seconds, into ticks. 0 means 100ms.
+	TickDuration time.Duration
 	// RequestTimeoutTicks is how long a submitted request may wait for its
 	// answer before it fails with ErrTimeout.
 	RequestTimeoutTicks int
@@ -108,7 +112,8 @@ type Status struct {
 	Term    uint64
 	Commit  uint64
 	Applied uint64
-	// Bytes is what the MVCC store holds, reported as Status.dbSize.
+	// Bytes is what the MVCC store and the leases hold, reported as
+	// Status.dbSize.
 	Bytes int64
 	// Alarms are the raised alarms; the slice is never modified.
 	Alarms []*etcdserverpb.AlarmMember
@@ -170,6 +175,9 @@ type Node struct {
 	store *mvcc.Store
 	// alarms are the raised alarms, replicated through raft.
 	alarms alarms
+	// leases are the granted leases, replicated through raft, and the
+	// leader's view of their expiry.
+	leases *lessor
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -279,6 +287,7 @@ func NewNode(cfg Config) (*Node, error) {
 		store:   mvcc.New(),
 		idNext:  cfg.Rand.Uint64(),
 		pending: make(map[ID]struct{}),
+		leases:  newLessor(&cfg),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -290,7 +299,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms = st.store, st.alarms
+		n.store, n.alarms, n.leases = st.store, st.alarms, st.leases
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -351,6 +360,7 @@ func (n *Node) Tick() {
 	n.raw.Tick()
 	n.expireDeadlines()
 	n.retryReadIndex()
+	n.tickLeases()
 }
 
 // maybeCampaignAlone starts the first election of a member that is the
@@ -477,6 +487,7 @@ func (n *Node) Advance(rd Ready) Output {
 			}
 		}
 		n.raw.Advance(*rd.raftRd)
+		n.isPrimary() // a deposed leader stops managing expiry at once
 		n.releaseReads()
 		n.maybeCampaignAlone()
 	}
@@ -499,7 +510,7 @@ func (n *Node) Status() Status {
 		Term:    st.GetTerm(),
 		Commit:  st.GetCommit(),
 		Applied: n.applied,
-		Bytes:   n.store.Bytes(),
+		Bytes:   n.bytes(),
 		Alarms:  n.alarms,
 	}
 }

@@ -36,7 +36,10 @@ import (
 //	2    kv           the engine/mvcc stream of View.WriteTo: the store with
 //	                  its history back to the compaction revision. The
 //	                  stream is framed, checksummed and ends itself.
-//	3    leases       reserved
+//	3    leases       n u64 (at most leasesMax), then n times ID i64, TTL
+//	                  i64, checkpointed remaining TTL i64 (0 if none), by ID;
+//	                  optional. The keys attached to each lease are the
+//	                  kv section's live keys carrying its ID.
 //	4    members      reserved
 //	5    auth         reserved
 //	6    alarms       n u32 (at most alarmsMax), then n times member u64,
@@ -58,6 +61,7 @@ const (
 	sectionEnd       = 0
 	sectionConfState = 1
 	sectionKV        = 2
+	sectionLeases    = 3
 	sectionAlarms    = 6
 )
 
@@ -90,6 +94,8 @@ type SnapshotJob struct {
 	view *mvcc.View
 	// alarms are the alarms raised at Meta's index.
 	alarms alarms
+	// leases are the leases at Meta's index, a copy-on-write copy.
+	leases leaseRecords
 }
 
 // replicated is the state a snapshot carries besides the configuration:
@@ -97,6 +103,9 @@ type SnapshotJob struct {
 type replicated struct {
 	store  *mvcc.Store
 	alarms alarms
+	// leases is nil until loadSnapshot builds it from leaseRecords.
+	leases       *lessor
+	leaseRecords []leaseRecord
 }
 
 // WriteSnapshot writes job's body to w. It only reads the job, so it may
@@ -124,6 +133,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 	}
 	if _, err := job.view.WriteTo(cw); err != nil {
 		return err
+	}
+	if job.leases != nil && job.leases.Len() > 0 {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionLeases)); err != nil {
+			return err
+		}
+		if err := writeLeases(cw, job.leases); err != nil {
+			return err
+		}
 	}
 	if len(job.alarms) > 0 {
 		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionAlarms)); err != nil {
@@ -209,6 +226,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	}
 	var store *mvcc.Store
 	var as alarms
+	var leases []leaseRecord
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
 	for {
@@ -239,6 +257,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 			if store, err = mvcc.Restore(r); err != nil {
 				return nil, fmt.Errorf("engine: reading the snapshot's kv section: %w", err)
 			}
+		case sectionLeases:
+			var err error
+			if leases, err = readLeases(r); err != nil {
+				return nil, err
+			}
 		case sectionAlarms:
 			var err error
 			if as, err = readAlarms(r); err != nil {
@@ -261,7 +284,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return &replicated{store: store, alarms: as}, nil
+	return &replicated{store: store, alarms: as, leaseRecords: leases}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -336,6 +359,10 @@ func (n *Node) loadSnapshot(meta *raftpb.SnapshotMetadata) (*replicated, error) 
 		return nil, fmt.Errorf("engine: the log's snapshot is %d/%d, want %d/%d", got.GetIndex(), got.GetTerm(), meta.GetIndex(), meta.GetTerm())
 	}
 	st, err := readSnapshot(body, meta)
+	if err == nil {
+		st.leases = newLessor(&n.cfg)
+		err = st.leases.restore(st.leaseRecords, st.store)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("engine: restoring the snapshot at index %d: %w", meta.GetIndex(), err)
 	}
@@ -360,7 +387,7 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
 		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
-	n.store, n.alarms = st.store, st.alarms
+	n.store, n.alarms, n.leases = st.store, st.alarms, st.leases
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
@@ -382,6 +409,7 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 		},
 		view:   n.store.View(),
 		alarms: n.alarms,
+		leases: n.leases.byTTL.Copy(),
 	}
 	n.snap.inflight = job
 	return job

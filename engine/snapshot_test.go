@@ -116,11 +116,11 @@ func TestSnapshotBodyVersions(t *testing.T) {
 	if _, err := readSnapshot(bytes.NewReader(v2), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("version %d: %v", snapBodyVersion+1, err)
 	}
-	// A leases section (tag 3) after the kv section, then the end.
+	// A members section (tag 4, reserved) after the kv section.
 	end := len(body) - 16
-	withLeases := bytes.Clone(body[:end])
-	withLeases = binary.LittleEndian.AppendUint32(withLeases, 3)
-	if _, err := readSnapshot(bytes.NewReader(withLeases), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
+	withMembers := bytes.Clone(body[:end])
+	withMembers = binary.LittleEndian.AppendUint32(withMembers, 4)
+	if _, err := readSnapshot(bytes.NewReader(withMembers), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("an unknown section: %v", err)
 	}
 }

@@ -55,9 +55,12 @@ type loop struct {
 	noSync bool
 
 	submitc chan submission
-	stopc   chan struct{}
-	donec   chan struct{}
-	stop    sync.Once
+	// callc takes functions to run on the loop goroutine, which owns the
+	// node.
+	callc chan func(*engine.Node)
+	stopc chan struct{}
+	donec chan struct{}
+	stop  sync.Once
 	// err is why the loop ended on its own; read it after donec closes.
 	err error
 
@@ -87,6 +90,7 @@ func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Dura
 		tick:    tick,
 		noSync:  noSync,
 		submitc: make(chan submission, submitQueueMax),
+		callc:   make(chan func(*engine.Node)),
 		stopc:   make(chan struct{}),
 		donec:   make(chan struct{}),
 		waiters: make(map[engine.ID]chan<- engine.Response),
@@ -115,6 +119,8 @@ func (l *loop) run() {
 		case s := <-l.submitc:
 			l.submit(s)
 			l.drainSubmissions()
+		case fn := <-l.callc:
+			fn(l.node)
 		case r := <-l.snapshotc:
 			if err := l.finishSnapshot(r); err != nil {
 				l.fail(err)
@@ -301,6 +307,24 @@ func (l *loop) do(ctx context.Context, r engine.Request) (engine.Response, error
 	case <-l.donec:
 		return engine.Response{}, errStopped
 	}
+}
+
+// call runs fn with the node on the loop goroutine and waits for it.
+func (l *loop) call(ctx context.Context, fn func(*engine.Node)) error {
+	done := make(chan struct{})
+	wrapped := func(n *engine.Node) {
+		fn(n)
+		close(done)
+	}
+	select {
+	case l.callc <- wrapped:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.donec:
+		return errStopped
+	}
+	<-done
+	return nil
 }
 
 // Stop ends the loop and waits for it.

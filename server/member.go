@@ -69,6 +69,8 @@ type Member struct {
 	log   *raftlog.Log
 	loop  *loop
 	watch *watchHub
+	// leaseIDs picks the IDs of leases granted without one.
+	leaseIDs *idGenerator
 
 	health    *health.Server
 	grpc      *grpc.Server
@@ -135,6 +137,7 @@ func (m *Member) open() error {
 		Bootstrap:           peers,
 		ElectionTicks:       int(m.cfg.ElectionTimeout / tick),
 		HeartbeatTicks:      1,
+		TickDuration:        tick,
 		RequestTimeoutTicks: int((requestTimeoutBase + 2*m.cfg.ElectionTimeout) / tick),
 		RequestBytesMax:     m.cfg.RequestBytesMax,
 		Rand:                mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
@@ -243,6 +246,7 @@ func (m *Member) waitReady() error {
 }
 
 func (m *Member) serve() error {
+	m.leaseIDs = newIDGenerator(m.memberID, time.Now())
 	m.health = health.NewServer()
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(m.cfg.RequestBytesMax + grpcOverheadBytes),
@@ -254,6 +258,7 @@ func (m *Member) serve() error {
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
 	pb.RegisterClusterServer(m.grpc, &clusterServer{m: m})
+	pb.RegisterLeaseServer(m.grpc, &leaseServer{m: m})
 	m.startWatch()
 	pb.RegisterWatchServer(m.grpc, &watchServer{m: m})
 	healthpb.RegisterHealthServer(m.grpc, m.health)
