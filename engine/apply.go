@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -90,9 +91,14 @@ func (n *Node) applyKV(req *pb.InternalRaftRequest) (proto.Message, error) {
 	case req.LeaseCheckpoint != nil:
 		return n.applyLeaseCheckpoint(req.LeaseCheckpoint), nil
 	case req.Compaction != nil:
+		before := n.store.View()
 		if err := n.store.Compact(req.Compaction.Revision); err != nil {
 			return nil, err
 		}
+		if len(n.compactions) == compactionsHeldMax {
+			n.compactions = slices.Delete(n.compactions, 0, 1)
+		}
+		n.compactions = append(n.compactions, Compaction{Rev: req.Compaction.Revision, Before: before})
 		n.viewStale = true
 		return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: n.store.Rev()}}, nil
 	}

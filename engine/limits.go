@@ -15,6 +15,10 @@ const (
 	// compactVersionsPerAdvance bounds the physical compaction work done in
 	// one Advance, so that a large compaction never stalls the apply loop.
 	compactVersionsPerAdvance = 10000
+	// compactionsHeldMax bounds the compactions (each pinning the view it
+	// compacted) held for the next Output, when a restart replays many;
+	// hosts keep only etcd's newest 10 hashes anyway.
+	compactionsHeldMax = 10
 
 	// raftMsgBytesMax and raftInflightMsgsMax are raft's flow control, the
 	// values etcd uses.

@@ -149,10 +149,23 @@ type Output struct {
 	// Snapshot, when set, is a snapshot the host must write (see
 	// SnapshotJob); none is handed out while one is in flight.
 	Snapshot *SnapshotJob
+	// Compactions are the compactions applied in this Advance, each with
+	// the read view just before it. etcd answers HashKV at a compaction
+	// revision with the hash it took while compacting, so that a member
+	// agrees with itself before and after, and with members that compacted
+	// at other moments: a host that serves HashKV hashes Before at Rev
+	// (off its loop: views are immutable) and keeps the newest few.
+	Compactions []Compaction
 	// Err, when set, means the node could not read its durable state (the
 	// body of a snapshot it was installing). The host must stop the member
 	// and not use the Node again; a restart recovers from the log.
 	Err error
+}
+
+// Compaction is a compaction applied, with the state it compacted.
+type Compaction struct {
+	Rev    int64
+	Before *mvcc.View
 }
 
 // Errors a request can be answered with.
@@ -205,6 +218,9 @@ type Node struct {
 
 	// outbox collects responses until the next Advance hands them out.
 	outbox []Response
+	// compactions collects the compactions applied until the next Advance
+	// hands them out. Invariant: len(compactions) <= compactionsHeldMax.
+	compactions []Compaction
 
 	// applied is the index of the last applied entry and appliedTerm its
 	// term. Invariant: applied <= raft's committed index.
@@ -492,8 +508,8 @@ func (n *Node) Advance(rd Ready) Output {
 		n.maybeCampaignAlone()
 	}
 	n.compactStep()
-	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot()}
-	n.outbox = nil
+	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions}
+	n.outbox, n.compactions = nil, nil
 	if n.viewStale {
 		out.View = n.store.View()
 		n.viewStale = false

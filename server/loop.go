@@ -80,6 +80,8 @@ type loop struct {
 	status atomic.Pointer[engine.Status]
 	// watch, once set, is handed each view the loop publishes.
 	watch atomic.Pointer[watchHub]
+	// hashes takes the hashes of the compactions applied.
+	hashes *compactionHashes
 }
 
 func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Duration, noSync bool) *loop {
@@ -96,6 +98,7 @@ func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Dura
 		waiters: make(map[engine.ID]chan<- engine.Response),
 
 		snapshotc: make(chan snapshotResult, 1),
+		hashes:    newCompactionHashes(),
 	}
 	st := node.Status()
 	l.status.Store(&st)
@@ -104,6 +107,7 @@ func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Dura
 
 func (l *loop) run() {
 	defer close(l.donec)
+	defer l.hashes.close()
 	defer l.failWaiters()
 	defer l.abandonSnapshot()
 	ticker := time.NewTicker(l.tick)
@@ -188,6 +192,9 @@ func (l *loop) process() error {
 			if err := l.startSnapshot(out.Snapshot); err != nil {
 				return err
 			}
+		}
+		if len(out.Compactions) > 0 {
+			l.hashes.add(out.Compactions)
 		}
 		if out.View != nil {
 			l.view.Store(out.View)

@@ -86,16 +86,24 @@ func keepaliveOptions(cfg *Config) []grpc.ServerOption {
 
 // HashKV hashes the keys and versions readable at a revision, so members
 // can be compared; the hash is basalt's own, equal on every member with
-// the same state, not etcd's number.
+// the same state, not etcd's number. As etcd's, the hash at one of the
+// newest compaction revisions is the one taken when compacting there,
+// even once a later compaction made that revision unreadable.
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
 	view := s.m.loop.view.Load()
 	rev := r.Revision
-	if rev <= 0 {
-		rev = view.Rev()
-	}
-	hash, compactRev, err := view.HashKV(rev)
+	hash, compactRev, ok, err := s.m.loop.hashes.lookup(ctx, rev)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if !ok {
+		if rev <= 0 {
+			rev = view.Rev()
+		}
+		if hash, _, err = view.HashKV(rev); err != nil {
+			return nil, toGRPC(err)
+		}
+		compactRev = view.FirstRev() // etcd's -1 before the first compaction
 	}
 	return &pb.HashKVResponse{
 		Header:          s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),

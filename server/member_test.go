@@ -233,4 +233,21 @@ func TestMaintenanceHashesAndDefragment(t *testing.T) {
 	if _, err := cli.HashKV(ctx, m.ClientURL(), 99); !errors.Is(err, rpctypes.ErrFutureRev) {
 		t.Fatalf("HashKV in the future: got %v, want %v", err, rpctypes.ErrFutureRev)
 	}
+	if at3.CompactRevision != -1 {
+		t.Fatalf("HashKV before any compaction = %v; want etcd's compact revision -1", at3)
+	}
+	// As etcd's, the hash at a compaction revision is the one taken when
+	// compacting there, also once a later compaction made it unreadable.
+	for range 2 {
+		again3, err := cli.HashKV(ctx, m.ClientURL(), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again3.Hash != at3.Hash || again3.CompactRevision != -1 || again3.HashRevision != 3 {
+			t.Fatalf("HashKV at the compaction revision 3 = %v; want the hash before compacting, %v", again3, at3)
+		}
+		if _, err := cli.Compact(ctx, 4); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+			t.Fatal(err)
+		}
+	}
 }
