@@ -26,6 +26,12 @@ type Request struct {
 	// member has applied everything that was committed when it was taken,
 	// so a read served from the newest view afterwards is linearizable.
 	Op *etcdserverpb.InternalRaftRequest
+	// ConfChange, when set instead of Op, is a membership change, answered
+	// once applied with a *etcdserverpb.MemberListResponse listing the
+	// members after it. Its Context is the member's attributes
+	// (EncodeMember) for an add or an update, PromoteContext for an AddNode
+	// that promotes a learner, empty for a remove. Submit sets its ID.
+	ConfChange *raftpb.ConfChange
 }
 
 // Response answers one submitted Request.
@@ -62,8 +68,12 @@ type Config struct {
 	// says, before calling Advance.
 	Log Log
 	// Bootstrap lists the initial members when Log is empty (a new
-	// cluster); it is ignored when the log holds state.
+	// cluster); it is ignored when the log holds state. Peers' Context is
+	// their attributes (EncodeMember), which make the first members table.
 	Bootstrap []Peer
+	// Join, with an empty log and no Bootstrap, starts a member added to a
+	// running cluster: it waits for the leader to send it the log.
+	Join bool
 	// ElectionTicks and HeartbeatTicks are raft's timeouts in ticks;
 	// ElectionTicks > HeartbeatTicks > 0.
 	ElectionTicks  int
@@ -112,6 +122,11 @@ type Status struct {
 	Bytes int64
 	// Alarms are the raised alarms; the slice is never modified.
 	Alarms []*etcdserverpb.AlarmMember
+	// Members is the members table ordered by ID; neither the slice nor
+	// its members are ever modified.
+	Members []*etcdserverpb.Member
+	// Removed is set once this member has been removed from the cluster.
+	Removed bool
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -157,6 +172,8 @@ var (
 	ErrNoLeader        = errors.New("engine: no leader")
 	ErrTimeout         = errors.New("engine: request timed out")
 	ErrUnknownRequest  = errors.New("engine: unknown request")
+	ErrNotLeader       = errors.New("engine: not leader")
+	ErrLearnerNotReady = errors.New("engine: can only promote a learner member which is in sync with leader")
 )
 
 // Node is one member's deterministic core.
@@ -170,6 +187,8 @@ type Node struct {
 	store *mvcc.Store
 	// alarms are the raised alarms, replicated through raft.
 	alarms alarms
+	// members is the members table, replicated through raft.
+	members members
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -279,6 +298,7 @@ func NewNode(cfg Config) (*Node, error) {
 		store:   mvcc.New(),
 		idNext:  cfg.Rand.Uint64(),
 		pending: make(map[ID]struct{}),
+		members: newMembers(),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -290,7 +310,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms = st.store, st.alarms
+		n.store, n.alarms, n.members = st.store, st.alarms, st.members
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -325,7 +345,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: starting raft: %w", err)
 	}
 	n.raw = raw
-	if last == 0 && snap.GetMetadata().GetIndex() == 0 {
+	if last == 0 && snap.GetMetadata().GetIndex() == 0 && !(cfg.Join && len(cfg.Bootstrap) == 0) {
 		if len(cfg.Bootstrap) == 0 {
 			return nil, errors.New("engine: empty log and no bootstrap members")
 		}
@@ -382,7 +402,16 @@ func (n *Node) Submit(r Request) (ID, error) {
 		return 0, ErrTooManyRequests
 	}
 	id := n.newID()
-	if r.Op == nil {
+	if r.ConfChange != nil {
+		cc := proto.Clone(r.ConfChange).(*raftpb.ConfChange)
+		cc.Id = new(uint64(id))
+		if err := n.raw.ProposeConfChange(cc); err != nil {
+			if errors.Is(err, raft.ErrProposalDropped) {
+				return 0, ErrNoLeader
+			}
+			return 0, fmt.Errorf("engine: proposing: %w", err)
+		}
+	} else if r.Op == nil {
 		if n.cfg.Bugs.ReadWithoutReadIndex {
 			n.pending[id] = struct{}{}
 			n.answer(Response{ID: id})
@@ -501,7 +530,40 @@ func (n *Node) Status() Status {
 		Applied: n.applied,
 		Bytes:   n.store.Bytes(),
 		Alarms:  n.alarms,
+		Members: n.members.sorted(),
+		Removed: n.isRemoved(),
 	}
+}
+
+func (n *Node) isRemoved() bool {
+	_, ok := n.members.removed[n.cfg.ID]
+	return ok
+}
+
+// ReportUnreachable tells raft that the host could not send a message to
+// member id, so a leader probes it again instead of streaming on.
+func (n *Node) ReportUnreachable(id uint64) { n.raw.ReportUnreachable(id) }
+
+// TransferLeader asks the leader to hand leadership to member to; the
+// host watches Status().Leader for the outcome.
+func (n *Node) TransferLeader(to uint64) { n.raw.TransferLeader(to) }
+
+// LearnerReady says whether learner id has caught up enough with the
+// leader's log to be promoted, as etcd decides it: its match index is at
+// least learnerReadyPercent of the leader's. Only the leader knows.
+func (n *Node) LearnerReady(id uint64) error {
+	st := n.raw.Status()
+	if st.Progress == nil {
+		return ErrNotLeader
+	}
+	pr, ok := st.Progress[id]
+	if !ok {
+		return ErrMemberNotFound
+	}
+	if float64(pr.Match) < float64(st.Progress[n.cfg.ID].Match)*learnerReadyPercent {
+		return ErrLearnerNotReady
+	}
+	return nil
 }
 
 // answer queues the response to request id if it is still pending.

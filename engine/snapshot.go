@@ -37,7 +37,8 @@ import (
 //	                  its history back to the compaction revision. The
 //	                  stream is framed, checksummed and ends itself.
 //	3    leases       reserved
-//	4    members      reserved
+//	4    members      the members table (members.go, writeMembers);
+//	                  optional
 //	5    auth         reserved
 //	6    alarms       n u32 (at most alarmsMax), then n times member u64,
 //	                  type u32, ordered by member then type; optional
@@ -58,6 +59,7 @@ const (
 	sectionEnd       = 0
 	sectionConfState = 1
 	sectionKV        = 2
+	sectionMembers   = 4
 	sectionAlarms    = 6
 )
 
@@ -90,13 +92,16 @@ type SnapshotJob struct {
 	view *mvcc.View
 	// alarms are the alarms raised at Meta's index.
 	alarms alarms
+	// members is the members table at Meta's index.
+	members membersImage
 }
 
 // replicated is the state a snapshot carries besides the configuration:
 // everything apply changes.
 type replicated struct {
-	store  *mvcc.Store
-	alarms alarms
+	store   *mvcc.Store
+	alarms  alarms
+	members members
 }
 
 // WriteSnapshot writes job's body to w. It only reads the job, so it may
@@ -124,6 +129,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 	}
 	if _, err := job.view.WriteTo(cw); err != nil {
 		return err
+	}
+	if len(job.members.list) > 0 || len(job.members.removed) > 0 {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionMembers)); err != nil {
+			return err
+		}
+		if err := writeMembers(cw, job.members); err != nil {
+			return err
+		}
 	}
 	if len(job.alarms) > 0 {
 		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionAlarms)); err != nil {
@@ -209,6 +222,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	}
 	var store *mvcc.Store
 	var as alarms
+	ms := newMembers()
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
 	for {
@@ -239,6 +253,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 			if store, err = mvcc.Restore(r); err != nil {
 				return nil, fmt.Errorf("engine: reading the snapshot's kv section: %w", err)
 			}
+		case sectionMembers:
+			var err error
+			if ms, err = readMembers(r); err != nil {
+				return nil, err
+			}
 		case sectionAlarms:
 			var err error
 			if as, err = readAlarms(r); err != nil {
@@ -261,7 +280,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return &replicated{store: store, alarms: as}, nil
+	return &replicated{store: store, alarms: as, members: ms}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -360,7 +379,7 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
 		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
-	n.store, n.alarms = st.store, st.alarms
+	n.store, n.alarms, n.members = st.store, st.alarms, st.members
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
@@ -380,8 +399,9 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 			Term:      new(n.appliedTerm),
 			ConfState: cloneConfState(n.confState),
 		},
-		view:   n.store.View(),
-		alarms: n.alarms,
+		view:    n.store.View(),
+		alarms:  n.alarms,
+		members: n.membersImage(),
 	}
 	n.snap.inflight = job
 	return job
