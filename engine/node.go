@@ -127,6 +127,8 @@ type Status struct {
 	Members []*etcdserverpb.Member
 	// Removed is set once this member has been removed from the cluster.
 	Removed bool
+	// RemovedIDs are the members ever removed, ascending; nil when none.
+	RemovedIDs []uint64
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -521,18 +523,22 @@ func (n *Node) Advance(rd Ready) Output {
 
 // Status returns the member's current view of the cluster.
 func (n *Node) Status() Status {
-	st := n.raw.BasicStatus()
-	return Status{
+	rs := n.raw.BasicStatus()
+	st := Status{
 		ID:      n.cfg.ID,
-		Leader:  st.Lead,
-		Term:    st.GetTerm(),
-		Commit:  st.GetCommit(),
+		Leader:  rs.Lead,
+		Term:    rs.GetTerm(),
+		Commit:  rs.GetCommit(),
 		Applied: n.applied,
 		Bytes:   n.store.Bytes(),
 		Alarms:  n.alarms,
 		Members: n.members.sorted(),
 		Removed: n.isRemoved(),
 	}
+	if len(n.members.removed) > 0 {
+		st.RemovedIDs = n.members.removedIDs()
+	}
+	return st
 }
 
 func (n *Node) isRemoved() bool {

@@ -36,6 +36,7 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		StorageVersion:   storageVersion,
 		DbSizeQuota:      s.m.quotaBytes(),
 		DowngradeInfo:    &pb.DowngradeInfo{},
+		IsLearner:        s.m.isLearner(),
 	}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
@@ -62,18 +63,6 @@ func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 type clusterServer struct {
 	pb.UnimplementedClusterServer
 	m *Member
-}
-
-func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	return &pb.MemberListResponse{
-		Header: s.m.header(nil),
-		Members: []*pb.Member{{
-			ID:         s.m.memberID,
-			Name:       s.m.cfg.Name,
-			PeerURLs:   urlStrings(s.m.cfg.AdvertisePeerURLs),
-			ClientURLs: s.m.advertisedClientURLs(),
-		}},
-	}, nil
 }
 
 // keepaliveOptions are etcd's gRPC keepalive settings.
