@@ -432,6 +432,17 @@ func (n *Node) SnapshotDone(job *SnapshotJob, err error) (save bool) {
 	return true
 }
 
+// RequestSnapshot makes a snapshot of the current state due now: the
+// leader's newest snapshot predates a member added since, which cannot
+// install it (raft refuses a snapshot whose configuration lacks it), so the
+// host asks for one that holds the member before raft tries again. The job
+// comes out of a later Advance, unless one is in flight.
+func (n *Node) RequestSnapshot() {
+	if n.applied > n.snap.index {
+		n.snap.due = min(n.snap.due, n.applied)
+	}
+}
+
 // ReportSnapshot tells a leader whether the snapshot it sent to member to
 // (a MsgSnap in Ready.Messages) was delivered. A host that fails to deliver
 // one must report it: raft sends that follower nothing else until then.
