@@ -24,11 +24,13 @@ type maintenanceServer struct {
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := s.m.loop.status.Load()
 	view := s.m.loop.view.Load()
+	// etcdctl's table divides by dbSize; etcd's file is never empty.
+	dbBytes := max(st.Bytes, 1)
 	resp := &pb.StatusResponse{
 		Header:           s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),
 		Version:          version.Version,
-		DbSize:           st.Bytes,
-		DbSizeInUse:      st.Bytes,
+		DbSize:           dbBytes,
+		DbSizeInUse:      dbBytes,
 		Leader:           st.Leader,
 		RaftIndex:        st.Commit,
 		RaftTerm:         st.Term,
