@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -386,4 +387,58 @@ func (m *Member) isLearner() bool {
 		}
 	}
 	return false
+}
+
+// snapshotMethod is the one streaming RPC a learner serves.
+const snapshotMethod = "/etcdserverpb.Maintenance/Snapshot"
+
+// learnerUnary refuses, on a learner, every unary RPC but Status and
+// serializable Range, as etcd does.
+func (m *Member) learnerUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if m.isLearner() {
+		switch r := req.(type) {
+		case *pb.StatusRequest:
+		case *pb.RangeRequest:
+			if !r.Serializable {
+				return nil, rpctypes.ErrGRPCNotSupportedForLearner
+			}
+		default:
+			return nil, rpctypes.ErrGRPCNotSupportedForLearner
+		}
+	}
+	return handler(ctx, req)
+}
+
+// learnerStream refuses, on a learner, every streaming RPC but Snapshot.
+func (m *Member) learnerStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if m.isLearner() && info.FullMethod != snapshotMethod {
+		return rpctypes.ErrGRPCNotSupportedForLearner
+	}
+	return handler(srv, ss)
+}
+
+// proposeError is the gRPC error for a proposal or read that failed after
+// start: a timeout says, as etcd's does, whether a leader election or a
+// lost connection is the likely cause.
+func (m *Member) proposeError(err error, start time.Time) error {
+	if !errors.Is(err, engine.ErrTimeout) {
+		return toGRPC(err)
+	}
+	elected := time.Unix(0, m.loop.leaderSince.Load())
+	if prevLost := elected.Add(-2 * m.cfg.ElectionTimeout); start.After(prevLost) && start.Before(elected) {
+		return rpctypes.ErrGRPCTimeoutDueToLeaderFail
+	}
+	st := m.loop.status.Load()
+	switch st.Leader {
+	case 0:
+	case m.memberID:
+		if voters := votingMembers(st.Members); m.connectedSince(start, voters) < len(voters)/2+1 {
+			return rpctypes.ErrGRPCTimeoutDueToConnectionLost
+		}
+	default:
+		if since := m.tr.activeSince(st.Leader); since.IsZero() || since.After(start) {
+			return rpctypes.ErrGRPCTimeoutDueToConnectionLost
+		}
+	}
+	return rpctypes.ErrGRPCTimeout
 }

@@ -272,6 +272,23 @@ func TestClusterAddPromoteRemove(t *testing.T) {
 	if st, err := c.client("m4").Status(ctx, c.clients["m4"]); err != nil || !st.IsLearner {
 		t.Fatalf("status of the learner: %v %v", st, err)
 	}
+	if _, err := c.client("m4").Put(ctx, "k", "v"); err == nil || rpctypes.ErrorDesc(err) != rpctypes.ErrorDesc(rpctypes.ErrGRPCNotSupportedForLearner) {
+		t.Fatalf("put on a learner: %v, want %v", err, rpctypes.ErrGRPCNotSupportedForLearner)
+	}
+	var count int64
+	for range 100 {
+		resp, err := c.client("m4").Get(ctx, "k", clientv3.WithPrefix(), clientv3.WithSerializable(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatalf("serializable get on a learner: %v", err)
+		}
+		if count = resp.Count; count == 120 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if count != 120 {
+		t.Fatalf("the learner holds %d keys, want 120", count)
+	}
 	// Promote through a follower: it forwards to the leader.
 	follower := "m1"
 	if c.leader() == "m1" {
@@ -289,9 +306,7 @@ func TestClusterAddPromoteRemove(t *testing.T) {
 	if _, err := cli.MemberPromote(ctx, add.Member.ID); !errors.Is(err, rpctypes.ErrMemberNotLearner) {
 		t.Fatalf("promote a voter: %v, want %v", err, rpctypes.ErrMemberNotLearner)
 	}
-	if _, err := c.client("m4").Put(ctx, "from-m4", "v"); err != nil {
-		t.Fatal(err)
-	}
+	putEventually(t, c.client("m4"), "from-m4", "v", 5*time.Second)
 	c.checkHashes()
 
 	if _, err := cli.MemberRemove(ctx, 12345); !errors.Is(err, rpctypes.ErrMemberNotFound) {

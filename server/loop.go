@@ -117,6 +117,10 @@ type loop struct {
 	snapshotc    chan snapshotResult
 	snapshotStop atomic.Bool
 
+	// leaderSince is when this member last saw a new leader, in Unix
+	// nanoseconds.
+	leaderSince atomic.Int64
+
 	view   atomic.Pointer[mvcc.View]
 	status atomic.Pointer[engine.Status]
 }
@@ -323,6 +327,9 @@ func (l *loop) process() error {
 			case l.membersc <- struct{}{}:
 			default:
 			}
+		}
+		if old := l.status.Load(); st.Leader != 0 && st.Leader != old.Leader {
+			l.leaderSince.Store(time.Now().UnixNano())
 		}
 		l.status.Store(&st)
 		for _, r := range out.Responses {

@@ -321,6 +321,7 @@ func (m *Member) serve() error {
 		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 	}
 	opts = append(opts, keepaliveOptions(m.cfg)...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(m.learnerUnary), grpc.ChainStreamInterceptor(m.learnerStream))
 	m.grpc = grpc.NewServer(opts...)
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
