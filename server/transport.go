@@ -205,6 +205,12 @@ func (t *transport) send(m *raftpb.Message) bool {
 	if p == nil {
 		return false
 	}
+	// Messages wait only for a working stream: held while the peer is
+	// down, a proposal would reach the leader long after its client gave
+	// up (raft retries what matters, as etcd's streams drop too).
+	if p.activeSince.Load() == 0 {
+		return false
+	}
 	select {
 	case p.msgc <- m:
 		return true
@@ -380,6 +386,7 @@ func (p *peer) run() {
 			err = p.stream(conn)
 			p.activeSince.Store(0)
 			conn.Close()
+			p.drop()
 		}
 		select {
 		case <-p.stopc:
@@ -400,6 +407,18 @@ func (p *peer) run() {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, peerBackoffMax)
+	}
+}
+
+// drop discards the queued messages of a stream that failed; run then
+// reports the peer unreachable.
+func (p *peer) drop() {
+	for {
+		select {
+		case <-p.msgc:
+		default:
+			return
+		}
 	}
 }
 
