@@ -307,6 +307,11 @@ func TestClusterAddPromoteRemove(t *testing.T) {
 		t.Fatalf("promote a voter: %v, want %v", err, rpctypes.ErrMemberNotLearner)
 	}
 	putEventually(t, c.client("m4"), "from-m4", "v", 5*time.Second)
+	// A joined member restarts from its data dir: the members table it
+	// restores names its peers, whose IDs the flags cannot derive.
+	c.stop("m4")
+	c.start("existing", "m4")
+	putEventually(t, c.client("m4"), "from-m4-again", "v", 5*time.Second)
 	c.checkHashes()
 
 	if _, err := cli.MemberRemove(ctx, 12345); !errors.Is(err, rpctypes.ErrMemberNotFound) {

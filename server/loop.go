@@ -145,6 +145,8 @@ func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Dura
 	}
 	st := node.Status()
 	l.status.Store(&st)
+	// The table restored from a snapshot is news too: it names the peers.
+	l.membersc <- struct{}{}
 	return l
 }
 
