@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -86,6 +87,9 @@ var (
 	errPeerRemoved       = errors.New("server: this member was removed from the cluster")
 )
 
+// spoolPattern names the files that hold snapshot bodies being received.
+const spoolPattern = "snapshot-recv-*.tmp"
+
 // transport carries raft messages between this member and its peers.
 type transport struct {
 	lg        *zap.Logger
@@ -127,7 +131,13 @@ type peer struct {
 	stopc        chan struct{}
 }
 
+// newTransport makes the transport of member self; it removes the
+// spooled snapshot bodies a crash left in spoolDir.
 func newTransport(lg *zap.Logger, self, clusterID uint64, spoolDir string) *transport {
+	left, _ := filepath.Glob(filepath.Join(spoolDir, spoolPattern))
+	for _, name := range left {
+		os.Remove(name)
+	}
 	return &transport{
 		lg:        lg.Named("transport"),
 		self:      self,
@@ -337,7 +347,7 @@ func (t *transport) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("bad snapshot message: %v", err), http.StatusBadRequest)
 		return
 	}
-	f, err := os.CreateTemp(t.spoolDir, "snapshot-recv-*.tmp")
+	f, err := os.CreateTemp(t.spoolDir, spoolPattern)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
