@@ -351,7 +351,7 @@ func TestClusterAddPromoteRemove(t *testing.T) {
 func TestClusterRefusesPeerOfAnotherCluster(t *testing.T) {
 	a := newTestCluster(t, 1)
 	a.start("new", "m1")
-	tr := newTransport(zaptest.NewLogger(t), 1, 0xdead, t.TempDir())
+	tr := newTransport(zaptest.NewLogger(t), 1, 0xdead)
 	p := &peer{t: tr, id: a.members["m1"].memberID}
 	p.urls.Store(&[]string{a.peers["m1"]})
 	_, err := p.dial()

@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,22 +35,16 @@ const (
 	// unreachable reports beyond it are dropped (raft learns again from the
 	// next failure).
 	reportQueueMax = 1024
-	// snapshotCopyBufferBytes is the read buffer of a received snapshot's
-	// spooled body.
-	snapshotCopyBufferBytes = 256 << 10
 )
 
 // errStopped is returned to requests when the loop is gone, and by a
 // snapshot being written when the loop stops.
 var errStopped = errors.New("server: member stopped")
 
-// inbound is a message from a peer for the node. A MsgSnap comes with
-// snapBody, the file holding its body, which the loop writes into the log
-// before stepping the message; done gets the outcome.
+// inbound is a message from a peer for the node; a MsgSnap's body is
+// already in the log.
 type inbound struct {
-	msg      *raftpb.Message
-	snapBody string
-	done     chan<- error
+	msg *raftpb.Message
 }
 
 // report is the transport's news about a peer: a snapshot delivered or
@@ -224,29 +216,11 @@ func (l *loop) drainInbound() {
 	}
 }
 
-// step hands the node a peer's message, writing a snapshot's body into the
-// log first. This copies the spooled body from local disk on the loop
-// goroutine, which owns the log.
+// step hands the node a peer's message.
 func (l *loop) step(in inbound) {
-	if in.snapBody != "" {
-		err := l.receiveSnapshot(in)
-		in.done <- err
-		if err != nil {
-			return
-		}
-	}
 	if err := l.node.Step(in.msg); err != nil {
 		l.lg.Debug("dropped a peer message", zap.Stringer("type", in.msg.GetType()), zap.Error(err))
 	}
-}
-
-func (l *loop) receiveSnapshot(in inbound) error {
-	f, err := os.Open(in.snapBody)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return l.log.ReceiveSnapshot(in.msg.GetSnapshot(), bufio.NewReaderSize(f, snapshotCopyBufferBytes))
 }
 
 // receive queues a peer's message for the loop, waiting while the queue is

@@ -133,7 +133,7 @@ func (m *Member) open() error {
 	if err != nil {
 		return err
 	}
-	m.tr = newTransport(m.lg, m.memberID, m.clusterID, dir)
+	m.tr = newTransport(m.lg, m.memberID, m.clusterID)
 	m.tr.member = m
 	if err := m.tr.listen(m.cfg.ListenPeerURLs); err != nil {
 		return err

@@ -7,12 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -22,6 +21,9 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/engine"
+	"github.com/basaltdb/basalt/raftlog"
 )
 
 // The peer protocol, basalt's own (all members are basalt): plain HTTP on
@@ -35,7 +37,8 @@ import (
 //	POST /basalt/snapshot   body: one frame holding a MsgSnap, then the
 //	                        snapshot body (raftlog's, checked against the
 //	                        descriptor in the message). 204 once the
-//	                        receiver holds it and has stepped the message.
+//	                        receiver holds it durably and has queued the
+//	                        message for its node.
 //	GET  /basalt/members    the members table, a protojson MemberListResponse
 //	                        whose header carries the cluster ID (a member
 //	                        joining with --initial-cluster-state=existing).
@@ -87,19 +90,14 @@ var (
 	errPeerRemoved       = errors.New("server: this member was removed from the cluster")
 )
 
-// spoolPattern names the files that hold snapshot bodies being received.
-const spoolPattern = "snapshot-recv-*.tmp"
-
 // transport carries raft messages between this member and its peers.
 type transport struct {
 	lg        *zap.Logger
 	self      uint64
 	clusterID uint64
-	// spoolDir holds snapshot bodies being received.
-	spoolDir string
-	loop     *loop
-	member   *Member
-	client   *http.Client
+	loop      *loop
+	member    *Member
+	client    *http.Client
 	// removed is called once a peer says this member was removed.
 	removed func()
 
@@ -131,18 +129,11 @@ type peer struct {
 	stopc        chan struct{}
 }
 
-// newTransport makes the transport of member self; it removes the
-// spooled snapshot bodies a crash left in spoolDir.
-func newTransport(lg *zap.Logger, self, clusterID uint64, spoolDir string) *transport {
-	left, _ := filepath.Glob(filepath.Join(spoolDir, spoolPattern))
-	for _, name := range left {
-		os.Remove(name)
-	}
+func newTransport(lg *zap.Logger, self, clusterID uint64) *transport {
 	return &transport{
 		lg:        lg.Named("transport"),
 		self:      self,
 		clusterID: clusterID,
-		spoolDir:  spoolDir,
 		client:    &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: peerDialTimeout}).DialContext}},
 		peers:     make(map[uint64]*peer),
 		isRemoved: func(uint64) bool { return false },
@@ -333,9 +324,8 @@ func (t *transport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveSnapshot receives a MsgSnap with its body: it spools the body to a
-// file, so the loop only copies it from local disk into the log, then
-// lets the loop receive it and step the message.
+// serveSnapshot receives a MsgSnap with its body, writes the body into
+// the log and then lets the loop step the message.
 func (t *transport) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	from, ok := t.checkHeaders(w, r)
 	if !ok {
@@ -347,39 +337,63 @@ func (t *transport) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("bad snapshot message: %v", err), http.StatusBadRequest)
 		return
 	}
-	f, err := os.CreateTemp(t.spoolDir, spoolPattern)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	defer os.Remove(f.Name())
-	n, err := io.Copy(f, br)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.lg.Warn("receiving a snapshot body failed", zap.String("remote-peer-id", idString(from)), zap.Error(err))
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	done := make(chan error, 1)
-	if !t.loop.receive(inbound{msg: m, snapBody: f.Name(), done: done}, t.stopc) {
-		http.Error(w, errStopped.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	select {
-	case err = <-done:
-	case <-t.stopc:
+	n, err := t.receiveSnapshot(r.Context(), m.GetSnapshot(), br)
+	if err == nil && !t.loop.receive(inbound{msg: m}, t.stopc) {
 		err = errStopped
 	}
 	if err != nil {
-		t.lg.Warn("installing a received snapshot failed", zap.String("remote-peer-id", idString(from)), zap.Error(err))
+		t.lg.Warn("receiving a snapshot failed", zap.String("remote-peer-id", idString(from)), zap.Error(err))
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	t.lg.Info("received snapshot", zap.String("remote-peer-id", idString(from)),
 		zap.Uint64("index", m.GetSnapshot().GetMetadata().GetIndex()), zap.Int64("bytes", n))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// receiveSnapshot writes the body of snap, read from body, into the log
+// as a committed snapshot file, as raftlog's ReceiveSnapshot does, but
+// only the file's creation runs on the loop goroutine, which owns the
+// log: the loop never waits for the network or the fsync.
+func (t *transport) receiveSnapshot(ctx context.Context, snap *raftpb.Snapshot, body io.Reader) (int64, error) {
+	meta := snap.GetMetadata()
+	d, err := raftlog.ParseDescriptor(snap.GetData())
+	if err != nil {
+		return 0, err
+	}
+	if d.Index != meta.GetIndex() || d.Term != meta.GetTerm() {
+		return 0, fmt.Errorf("%w: descriptor of snapshot %d/%d in a message for %d/%d", raftlog.ErrCorrupt, d.Index, d.Term, meta.GetIndex(), meta.GetTerm())
+	}
+	var sw *raftlog.SnapshotWriter
+	var cerr error
+	if err := t.loop.call(ctx, func(*engine.Node) { sw, cerr = t.loop.log.CreateSnapshot(meta) }); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	cw := &crcWriter{w: sw}
+	n, err := io.Copy(cw, io.LimitReader(body, int64(d.BodyBytes)))
+	if err == nil && (uint64(n) != d.BodyBytes || cw.crc != d.BodyCRC) {
+		err = fmt.Errorf("%w: received snapshot %d/%d: %d body bytes of checksum %08x, descriptor says %d of %08x",
+			raftlog.ErrCorrupt, d.Index, d.Term, n, cw.crc, d.BodyBytes, d.BodyCRC)
+	}
+	if err != nil {
+		return n, errors.Join(err, sw.Abort())
+	}
+	return n, sw.Commit()
+}
+
+// crcWriter checksums (CRC-32C) what passes through it.
+type crcWriter struct {
+	w   io.Writer
+	crc uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.crc = crc32.Update(c.crc, crcTable, p[:n])
+	return n, err
 }
 
 // run keeps a stream to the peer open and drains its queue onto it.
