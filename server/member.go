@@ -22,6 +22,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/version"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -452,6 +453,9 @@ func (m *Member) publish() error {
 		_, err := m.loop.do(ctx, engine.Request{Op: req})
 		cancel()
 		if err == nil {
+			err = m.publishPeerURLs()
+		}
+		if err == nil {
 			m.lg.Info("published local member to cluster through raft", zap.String("local-member-id", idString(m.memberID)),
 				zap.String("local-member-attributes", fmt.Sprintf("{Name:%s ClientURLs:%v}", m.cfg.Name, m.advertisedClientURLs())),
 				zap.String("cluster-id", idString(m.clusterID)))
@@ -467,6 +471,25 @@ func (m *Member) publish() error {
 		case <-time.After(m.cfg.HeartbeatInterval):
 		}
 	}
+}
+
+// publishPeerURLs records this member's peer URLs when the members table
+// lacks them: a data dir bootstrapped before the table existed holds a
+// bootstrap entry without attributes.
+func (m *Member) publishPeerURLs() error {
+	for _, mb := range m.loop.status.Load().Members {
+		if mb.ID != m.memberID || len(mb.PeerURLs) > 0 {
+			continue
+		}
+		typ := raftpb.ConfChangeUpdateNode
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		_, err := m.loop.do(ctx, engine.Request{ConfChange: &raftpb.ConfChange{
+			Type: &typ, NodeId: new(m.memberID), Context: engine.EncodeMember(&pb.Member{ID: m.memberID, PeerURLs: urlStrings(m.cfg.AdvertisePeerURLs)}),
+		}})
+		return err
+	}
+	return nil
 }
 
 // joinIDs asks the running cluster, through the peer URLs of
