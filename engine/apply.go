@@ -25,7 +25,8 @@ func (n *Node) apply(ent *raftpb.Entry) {
 	switch ent.GetType() {
 	case raftpb.EntryNormal:
 		if len(ent.GetData()) == 0 {
-			return // a new leader's empty entry
+			n.maybePromote(ent.GetTerm()) // a new leader's empty entry
+			return
 		}
 		req := &pb.InternalRaftRequest{}
 		if err := proto.Unmarshal(ent.GetData(), req); err != nil {
@@ -69,7 +70,7 @@ func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) 
 	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {
 		return nil, ErrNoSpace
 	}
-	fits := cost == 0 || n.cfg.QuotaBytes <= 0 || n.store.Bytes()+cost < n.cfg.QuotaBytes
+	fits := cost == 0 || n.cfg.QuotaBytes <= 0 || n.bytes()+cost < n.cfg.QuotaBytes
 	res, err := n.applyKV(req)
 	// As etcd does, a write that does not fit the quota is applied all the
 	// same and answers ErrNoSpace; the check at the door keeps this rare.
@@ -82,11 +83,17 @@ func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) 
 func (n *Node) applyKV(req *pb.InternalRaftRequest) (proto.Message, error) {
 	switch {
 	case req.Put != nil:
-		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyPut(t, req.Put) })
+		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyPut(t, n.leases, req.Put) })
 	case req.DeleteRange != nil:
 		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyDeleteRange(t, req.DeleteRange), nil })
 	case req.Txn != nil:
-		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyTxn(t, req.Txn) })
+		return n.write(func(t *mvcc.Txn) (proto.Message, error) { return applyTxn(t, n.leases, req.Txn) })
+	case req.LeaseGrant != nil:
+		return n.applyLeaseGrant(req.LeaseGrant)
+	case req.LeaseRevoke != nil:
+		return n.applyLeaseRevoke(req.LeaseRevoke)
+	case req.LeaseCheckpoint != nil:
+		return n.applyLeaseCheckpoint(req.LeaseCheckpoint), nil
 	case req.Compaction != nil:
 		if err := n.store.Compact(req.Compaction.Revision); err != nil {
 			return nil, err
@@ -104,19 +111,15 @@ func (n *Node) write(fn func(*mvcc.Txn) (proto.Message, error)) (proto.Message, 
 	res, err := fn(t)
 	if events := t.End(); len(events) > 0 {
 		n.viewStale = true
+		n.leases.track(events)
 	}
 	return res, err
 }
 
-func leaseExists(id int64) bool {
-	// Leases arrive with the lease issue; until then no lease exists.
-	return id == 0
-}
-
 // checkPut fails a put that cannot apply: a missing lease, or ignore_value
 // or ignore_lease on a key that does not exist.
-func checkPut(r rangeReader, p *pb.PutRequest) error {
-	if !leaseExists(p.Lease) {
+func checkPut(r rangeReader, ls *lessor, p *pb.PutRequest) error {
+	if p.Lease != 0 && ls.leases[p.Lease] == nil {
 		return ErrLeaseNotFound
 	}
 	if p.IgnoreValue || p.IgnoreLease {
@@ -131,8 +134,8 @@ func checkPut(r rangeReader, p *pb.PutRequest) error {
 	return nil
 }
 
-func applyPut(t *mvcc.Txn, p *pb.PutRequest) (*pb.PutResponse, error) {
-	if err := checkPut(t, p); err != nil {
+func applyPut(t *mvcc.Txn, ls *lessor, p *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := checkPut(t, ls, p); err != nil {
 		return nil, err
 	}
 	return execPut(t, p), nil

@@ -277,6 +277,42 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		action := pb.AlarmRequest_AlarmAction(pb.AlarmRequest_AlarmAction_value[arg(d, "action")])
 		typ := pb.AlarmType(pb.AlarmType_value[arg(d, "type")])
 		return describe(h.write(&pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: action, MemberID: uint64(intArg(d, "member")), Alarm: typ}}))
+	case "grant":
+		// Example: grant id=7 ttl=10
+		return describe(h.write(&pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: intArg(d, "id"), TTL: intArg(d, "ttl")}}))
+	case "revoke":
+		// Example: revoke id=7
+		return describe(h.write(&pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: intArg(d, "id")}}))
+	case "renew":
+		// Example: renew id=7 — a keepalive, served by the leader from memory.
+		ttl, err := h.node.Renew(intArg(d, "id"))
+		h.stabilize()
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return fmt.Sprintf("ttl=%d", ttl)
+	case "ttl":
+		// Example: ttl id=7 [keys]
+		st, err := h.node.LeaseTimeToLive(intArg(d, "id"), d.HasArg("keys"))
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		out := fmt.Sprintf("id=%d ttl=%d granted=%d", st.ID, st.TTL, st.GrantedTTL)
+		for _, k := range st.Keys {
+			out += " " + string(k)
+		}
+		return out
+	case "leases":
+		// Example: leases — the granted leases' IDs.
+		return fmt.Sprint(h.node.Leases())
+	case "tick":
+		// Example: tick n=10 — n ticks of 100ms, each followed by whatever the member proposed.
+		rev := h.node.store.Rev()
+		for range intArg(d, "n") {
+			h.node.Tick()
+			h.stabilize()
+		}
+		return fmt.Sprintf("ticks=%d rev=%d (was %d)", h.node.ticks, h.node.store.Rev(), rev)
 	case "bytes":
 		// Example: bytes — what the store holds, as the quota measures it.
 		return fmt.Sprintf("bytes=%d", h.node.Status().Bytes)
@@ -474,6 +510,10 @@ func describe(m proto.Message, errs ...error) string {
 		for _, mb := range r.Members {
 			fmt.Fprintf(&b, "\nid=%d name=%q peers=%v clients=%v learner=%t", mb.ID, mb.Name, mb.PeerURLs, mb.ClientURLs, mb.IsLearner)
 		}
+	case *pb.LeaseGrantResponse:
+		fmt.Fprintf(&b, "rev=%d id=%d ttl=%d", r.Header.Revision, r.ID, r.TTL)
+	case *pb.LeaseRevokeResponse:
+		fmt.Fprintf(&b, "rev=%d", r.Header.Revision)
 	case *pb.AlarmResponse:
 		fmt.Fprintf(&b, "rev=%d alarms=%d", r.Header.Revision, len(r.Alarms))
 		for _, a := range r.Alarms {

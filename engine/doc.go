@@ -1,6 +1,7 @@
 // Package engine is basalt's deterministic core: a raft.RawNode, the apply
 // of committed entries to the MVCC store, and everything else a member
-// decides (pending requests, linearizable read barriers, snapshots).
+// decides (pending requests, linearizable read barriers, snapshots, and
+// lease expiry, counted in ticks: lease.go).
 //
 // The same code runs in the production server and in the simulator, so it
 // must not perform I/O of any kind: no files, no network, no clocks, no

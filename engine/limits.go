@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // Limits of the engine, kept together so their relations are visible.
 const (
 	// requestsPendingMax bounds the requests (writes and read barriers) a
@@ -47,4 +49,25 @@ const (
 	// carry, and memberBytesMax one encoded member in it.
 	membersMax     = 1 << 16
 	memberBytesMax = 1 << 16
+	// tickDurationDefault is Config.TickDuration when it is 0, etcd's
+	// default heartbeat interval.
+	tickDurationDefault = 100 * time.Millisecond
+	// leaseRevokesPerSecond bounds the revokes of expired leases the
+	// leader proposes (etcd's leaseRevokeRate); the rest wait their turn.
+	leaseRevokesPerSecond = 1000
+	// leaseCheckpointsPerSecond and leaseCheckpointBatchMax bound the
+	// checkpoints the leader proposes, and how many share an entry.
+	leaseCheckpointsPerSecond = 1000
+	leaseCheckpointBatchMax   = 1000
+	// leaseCheckpointInterval is how often the leader replicates a lease's
+	// remaining TTL (etcd's default); shorter leases are never checkpointed.
+	leaseCheckpointInterval = 5 * time.Minute
+	// leaseExpiredRetryInterval is how long an expired lease whose revoke
+	// has not applied waits before it is proposed again.
+	leaseExpiredRetryInterval = 3 * time.Second
+	// leaseWalkPerTickMax bounds the leases the leader looks at in one
+	// tick while walking the untouched ones.
+	leaseWalkPerTickMax = 10000
+	// leasesMax bounds the leases a snapshot may carry.
+	leasesMax = 1 << 32
 )

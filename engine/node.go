@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3"
@@ -78,6 +79,9 @@ type Config struct {
 	// ElectionTicks > HeartbeatTicks > 0.
 	ElectionTicks  int
 	HeartbeatTicks int
+	// TickDuration is how long a tick lasts on the host's clock; it turns
+	// lease TTLs, which are seconds, into ticks. 0 means 100ms.
+	TickDuration time.Duration
 	// RequestTimeoutTicks is how long a submitted request may wait for its
 	// answer before it fails with ErrTimeout.
 	RequestTimeoutTicks int
@@ -118,7 +122,8 @@ type Status struct {
 	Term    uint64
 	Commit  uint64
 	Applied uint64
-	// Bytes is what the MVCC store holds, reported as Status.dbSize.
+	// Bytes is what the MVCC store and the leases hold, reported as
+	// Status.dbSize.
 	Bytes int64
 	// Alarms are the raised alarms; the slice is never modified.
 	Alarms []*etcdserverpb.AlarmMember
@@ -174,7 +179,6 @@ var (
 	ErrNoLeader        = errors.New("engine: no leader")
 	ErrTimeout         = errors.New("engine: request timed out")
 	ErrUnknownRequest  = errors.New("engine: unknown request")
-	ErrNotLeader       = errors.New("engine: not leader")
 	ErrLearnerNotReady = errors.New("engine: can only promote a learner member which is in sync with leader")
 )
 
@@ -191,6 +195,9 @@ type Node struct {
 	alarms alarms
 	// members is the members table, replicated through raft.
 	members members
+	// leases are the granted leases, replicated through raft, and the
+	// leader's view of their expiry.
+	leases *lessor
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -301,6 +308,7 @@ func NewNode(cfg Config) (*Node, error) {
 		idNext:  cfg.Rand.Uint64(),
 		pending: make(map[ID]struct{}),
 		members: newMembers(),
+		leases:  newLessor(&cfg),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -312,7 +320,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms, n.members = st.store, st.alarms, st.members
+		n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -373,6 +381,7 @@ func (n *Node) Tick() {
 	n.raw.Tick()
 	n.expireDeadlines()
 	n.retryReadIndex()
+	n.tickLeases()
 }
 
 // maybeCampaignAlone starts the first election of a member that is the
@@ -508,6 +517,7 @@ func (n *Node) Advance(rd Ready) Output {
 			}
 		}
 		n.raw.Advance(*rd.raftRd)
+		n.isPrimary() // a deposed leader stops managing expiry at once
 		n.releaseReads()
 		n.maybeCampaignAlone()
 	}
@@ -530,7 +540,7 @@ func (n *Node) Status() Status {
 		Term:    rs.GetTerm(),
 		Commit:  rs.GetCommit(),
 		Applied: n.applied,
-		Bytes:   n.store.Bytes(),
+		Bytes:   n.bytes(),
 		Alarms:  n.alarms,
 		Members: n.members.sorted(),
 		Removed: n.isRemoved(),

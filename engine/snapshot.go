@@ -36,7 +36,10 @@ import (
 //	2    kv           the engine/mvcc stream of View.WriteTo: the store with
 //	                  its history back to the compaction revision. The
 //	                  stream is framed, checksummed and ends itself.
-//	3    leases       reserved
+//	3    leases       n u64 (at most leasesMax), then n times ID i64, TTL
+//	                  i64, checkpointed remaining TTL i64 (0 if none), by ID;
+//	                  optional. The keys attached to each lease are the
+//	                  kv section's live keys carrying its ID.
 //	4    members      the members table (members.go, writeMembers);
 //	                  optional
 //	5    auth         reserved
@@ -59,6 +62,7 @@ const (
 	sectionEnd       = 0
 	sectionConfState = 1
 	sectionKV        = 2
+	sectionLeases    = 3
 	sectionMembers   = 4
 	sectionAlarms    = 6
 )
@@ -92,6 +96,8 @@ type SnapshotJob struct {
 	view *mvcc.View
 	// alarms are the alarms raised at Meta's index.
 	alarms alarms
+	// leases are the leases at Meta's index, a copy-on-write copy.
+	leases leaseRecords
 	// members is the members table at Meta's index.
 	members membersImage
 }
@@ -102,6 +108,9 @@ type replicated struct {
 	store   *mvcc.Store
 	alarms  alarms
 	members members
+	// leases is nil until loadSnapshot builds it from leaseRecords.
+	leases       *lessor
+	leaseRecords []leaseRecord
 }
 
 // WriteSnapshot writes job's body to w. It only reads the job, so it may
@@ -129,6 +138,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 	}
 	if _, err := job.view.WriteTo(cw); err != nil {
 		return err
+	}
+	if job.leases != nil && job.leases.Len() > 0 {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionLeases)); err != nil {
+			return err
+		}
+		if err := writeLeases(cw, job.leases); err != nil {
+			return err
+		}
 	}
 	if len(job.members.list) > 0 || len(job.members.removed) > 0 {
 		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionMembers)); err != nil {
@@ -222,6 +239,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	}
 	var store *mvcc.Store
 	var as alarms
+	var leases []leaseRecord
 	ms := newMembers()
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
@@ -253,6 +271,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 			if store, err = mvcc.Restore(r); err != nil {
 				return nil, fmt.Errorf("engine: reading the snapshot's kv section: %w", err)
 			}
+		case sectionLeases:
+			var err error
+			if leases, err = readLeases(r); err != nil {
+				return nil, err
+			}
 		case sectionMembers:
 			var err error
 			if ms, err = readMembers(r); err != nil {
@@ -280,7 +303,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return &replicated{store: store, alarms: as, members: ms}, nil
+	return &replicated{store: store, alarms: as, members: ms, leaseRecords: leases}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -355,6 +378,10 @@ func (n *Node) loadSnapshot(meta *raftpb.SnapshotMetadata) (*replicated, error) 
 		return nil, fmt.Errorf("engine: the log's snapshot is %d/%d, want %d/%d", got.GetIndex(), got.GetTerm(), meta.GetIndex(), meta.GetTerm())
 	}
 	st, err := readSnapshot(body, meta)
+	if err == nil {
+		st.leases = newLessor(&n.cfg)
+		err = st.leases.restore(st.leaseRecords, st.store)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("engine: restoring the snapshot at index %d: %w", meta.GetIndex(), err)
 	}
@@ -379,7 +406,7 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
 		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
-	n.store, n.alarms, n.members = st.store, st.alarms, st.members
+	n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
@@ -401,6 +428,7 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 		},
 		view:    n.store.View(),
 		alarms:  n.alarms,
+		leases:  n.leases.byTTL.Copy(),
 		members: n.membersImage(),
 	}
 	n.snap.inflight = job

@@ -116,11 +116,11 @@ func TestSnapshotBodyVersions(t *testing.T) {
 	if _, err := readSnapshot(bytes.NewReader(v2), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("version %d: %v", snapBodyVersion+1, err)
 	}
-	// A leases section (tag 3) after the kv section, then the end.
+	// An auth section (tag 5, reserved) after the kv section.
 	end := len(body) - 16
-	withLeases := bytes.Clone(body[:end])
-	withLeases = binary.LittleEndian.AppendUint32(withLeases, 3)
-	if _, err := readSnapshot(bytes.NewReader(withLeases), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
+	withAuth := bytes.Clone(body[:end])
+	withAuth = binary.LittleEndian.AppendUint32(withAuth, 5)
+	if _, err := readSnapshot(bytes.NewReader(withAuth), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("an unknown section: %v", err)
 	}
 }

@@ -129,7 +129,7 @@ type txnState interface {
 
 // checkTxn checks every op on path against the state before the txn, whose
 // revision is rev, and returns how much of path it consumed.
-func checkTxn(t txnState, rev int64, rt *pb.TxnRequest, path txnPath) (int, error) {
+func checkTxn(t txnState, ls *lessor, rev int64, rt *pb.TxnRequest, path txnPath) (int, error) {
 	used := 1
 	for _, op := range branch(rt, path[0]) {
 		switch v := op.Request.(type) {
@@ -138,11 +138,11 @@ func checkTxn(t txnState, rev int64, rt *pb.TxnRequest, path txnPath) (int, erro
 				return 0, err
 			}
 		case *pb.RequestOp_RequestPut:
-			if err := checkPut(t, v.RequestPut); err != nil {
+			if err := checkPut(t, ls, v.RequestPut); err != nil {
 				return 0, err
 			}
 		case *pb.RequestOp_RequestTxn:
-			n, err := checkTxn(t, rev, v.RequestTxn, path[used:])
+			n, err := checkTxn(t, ls, rev, v.RequestTxn, path[used:])
 			if err != nil {
 				return 0, err
 			}
@@ -168,12 +168,12 @@ func checkRange(t txnState, rev int64, rr *pb.RangeRequest) error {
 }
 
 // applyTxn runs a txn that may write.
-func applyTxn(t *mvcc.Txn, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
+func applyTxn(t *mvcc.Txn, ls *lessor, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 	path, err := compareToPath(t, rt)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := checkTxn(t, t.Rev()-1, rt, path); err != nil {
+	if _, err := checkTxn(t, ls, t.Rev()-1, rt, path); err != nil {
 		return nil, err
 	}
 	resp, _, err := execTxn(t, t, rt, path)
@@ -194,7 +194,8 @@ func ReadTxn(v *mvcc.View, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := checkTxn(v, v.Rev(), rt, path); err != nil {
+	// A read-only txn has no put, so it never asks for leases.
+	if _, err := checkTxn(v, nil, v.Rev(), rt, path); err != nil {
 		return nil, err
 	}
 	resp, _, err := execTxn(v, nil, rt, path)

@@ -21,7 +21,7 @@ func txnPutOp(key, value string) *pb.RequestOp {
 func runTxn(s *mvcc.Store, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 	t := s.Begin()
 	defer t.End()
-	return applyTxn(t, rt)
+	return applyTxn(t, nil, rt)
 }
 
 // TestTxnRangeRevisionChecks pins etcd v3.7.3's bounds on the revision of a

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // memberID derives a member's ID from its peer URLs and the cluster token
@@ -32,4 +34,31 @@ func clusterID(memberIDs []uint64) uint64 {
 	}
 	sum := sha1.Sum(b)
 	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// idGenerator makes IDs unique across members and restarts the way etcd's
+// idutil.Generator does: the member ID's low 16 bits, then the low 40 bits
+// of the start time in milliseconds, then a counter of 8 bits that carries
+// into the time.
+type idGenerator struct {
+	prefix uint64
+	suffix atomic.Uint64
+}
+
+const (
+	idTimeBits    = 40
+	idCounterBits = 8
+	idSuffixBits  = idTimeBits + idCounterBits
+)
+
+func newIDGenerator(memberID uint64, now time.Time) *idGenerator {
+	g := &idGenerator{prefix: uint64(uint16(memberID)) << idSuffixBits}
+	ms := uint64(now.UnixMilli()) & (1<<idTimeBits - 1)
+	g.suffix.Store(ms << idCounterBits)
+	return g
+}
+
+// Next returns the next ID.
+func (g *idGenerator) Next() uint64 {
+	return g.prefix | g.suffix.Add(1)&(1<<idSuffixBits-1)
 }

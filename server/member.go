@@ -83,6 +83,8 @@ type Member struct {
 	removedc    chan struct{}
 	removedOnce sync.Once
 	watchDone   chan struct{}
+	// leaseIDs picks the IDs of leases granted without one.
+	leaseIDs *idGenerator
 
 	health    *health.Server
 	grpc      *grpc.Server
@@ -162,6 +164,7 @@ func (m *Member) open() error {
 		Join:                len(peers) == 0,
 		ElectionTicks:       int(m.cfg.ElectionTimeout / tick),
 		HeartbeatTicks:      1,
+		TickDuration:        tick,
 		RequestTimeoutTicks: int((requestTimeoutBase + 2*m.cfg.ElectionTimeout) / tick),
 		RequestBytesMax:     m.cfg.RequestBytesMax,
 		Rand:                mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
@@ -315,6 +318,7 @@ func (m *Member) waitReady() error {
 }
 
 func (m *Member) serve() error {
+	m.leaseIDs = newIDGenerator(m.memberID, time.Now())
 	m.health = health.NewServer()
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(m.cfg.RequestBytesMax + grpcOverheadBytes),
@@ -327,6 +331,7 @@ func (m *Member) serve() error {
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
 	pb.RegisterClusterServer(m.grpc, &clusterServer{m: m})
+	pb.RegisterLeaseServer(m.grpc, &leaseServer{m: m})
 	healthpb.RegisterHealthServer(m.grpc, m.health)
 
 	for _, u := range m.cfg.ListenClientURLs {

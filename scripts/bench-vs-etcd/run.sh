@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmarks basalt against etcd v3.7.3 with the same gRPC load (README.md).
+#
+# Builds etcd v3.7.3 from the Go module proxy into a temporary folder
+# outside the repository (removed at the end) unless ETCD_BIN is set;
+# builds basalt and the load generator from this checkout unless
+# BASALT_BIN is set. Arguments go to the load generator, e.g.
+#
+#   scripts/bench-vs-etcd/run.sh                       # 3 rounds of 10 s per workload and server
+#   scripts/bench-vs-etcd/run.sh -rounds 5 -workloads put/200,txn-put/200
+#   ETCD_BIN=/path/to/etcd scripts/bench-vs-etcd/run.sh -together=false
+#   BENCH_NICE=-5 scripts/bench-vs-etcd/run.sh         # favour the benchmark over other load (root only)
+set -euo pipefail
+
+etcd_version=v3.7.3
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-etcd-build.XXXXXX")
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+case "$tmp/" in
+"$root"/*)
+	echo "run.sh: TMPDIR must be outside the repository" >&2
+	exit 2
+	;;
+esac
+
+if [[ -z "${ETCD_BIN:-}" ]]; then
+	echo "run.sh: building etcd $etcd_version from the module proxy in $tmp/etcd" >&2
+	mkdir -p "$tmp/etcd"
+	cat >"$tmp/etcd/main.go" <<'EOF'
+// Command etcd is etcd's server, built for basalt's benchmark.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+	(
+		cd "$tmp/etcd"
+		export GOWORK=off GOFLAGS=-mod=mod
+		go mod init bench.local/etcd >/dev/null 2>&1
+		go get "go.etcd.io/etcd/server/v3@$etcd_version"
+		go mod tidy
+		go build -o "$tmp/bin/etcd" .
+	)
+	ETCD_BIN=$tmp/bin/etcd
+fi
+if [[ -z "${BASALT_BIN:-}" ]]; then
+	(cd "$root" && go build -o "$tmp/bin/basalt" .)
+	BASALT_BIN=$tmp/bin/basalt
+fi
+(cd "$root" && go build -o "$tmp/bin/bench-vs-etcd" ./scripts/bench-vs-etcd)
+
+"$ETCD_BIN" --version | head -1 >&2
+"$BASALT_BIN" --version | head -2 >&2
+echo "run.sh: $(nproc) cores, shared by the servers and the load generator" >&2
+nice=()
+if [[ -n "${BENCH_NICE:-}" ]]; then
+	nice=(nice -n "$BENCH_NICE")
+fi
+"${nice[@]}" "$tmp/bin/bench-vs-etcd" -basalt-bin "$BASALT_BIN" -etcd-bin "$ETCD_BIN" "$@"
