@@ -241,72 +241,15 @@ func (m *Member) promote(ctx context.Context, id uint64) ([]*pb.Member, error) {
 
 // forwardPromote asks the leader to promote learner id.
 func (m *Member) forwardPromote(ctx context.Context, id uint64) ([]*pb.Member, error) {
-	st := m.loop.status.Load()
-	if st.Leader == 0 {
-		return nil, engine.ErrNoLeader
-	}
-	var urls []string
-	for _, mb := range st.Members {
-		if mb.ID == st.Leader {
-			urls = mb.PeerURLs
-		}
-	}
-	if len(urls) == 0 {
-		return nil, engine.ErrNoLeader
-	}
-	ctx, cancel := context.WithTimeout(ctx, peerRequestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, urls[0]+peerPromotePath+"?id="+strconv.FormatUint(id, 16), nil)
-	if err != nil {
+	var resp pb.MemberListResponse
+	if err := m.forward(ctx, peerPromotePath, &pb.MemberPromoteRequest{ID: id}, &resp); err != nil {
 		return nil, err
 	}
-	m.tr.setHeaders(req.Header, st.Leader)
-	resp, err := m.tr.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, memberListBytesMax))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		code, _ := strconv.Atoi(resp.Header.Get(headerGRPCCode))
-		return nil, status.Error(codes.Code(code), string(body))
-	}
-	var list pb.MemberListResponse
-	if err := protojson.Unmarshal(body, &list); err != nil {
-		return nil, err
-	}
-	return list.Members, nil
+	return resp.Members, nil
 }
-
-// headerGRPCCode carries the gRPC code of a forwarded request's error.
-const headerGRPCCode = "X-Basalt-Grpc-Code"
 
 // memberListBytesMax bounds a members list read from a peer.
 const memberListBytesMax = 16 << 20
-
-func (t *transport) servePromote(w http.ResponseWriter, r *http.Request) {
-	if _, ok := t.checkHeaders(w, r); !ok {
-		return
-	}
-	id, err := strconv.ParseUint(r.URL.Query().Get("id"), 16, 64)
-	if err != nil {
-		http.Error(w, "bad member ID", http.StatusBadRequest)
-		return
-	}
-	list, err := t.member.promote(r.Context(), id)
-	if err != nil {
-		st, _ := status.FromError(toGRPC(err))
-		w.Header().Set(headerGRPCCode, strconv.Itoa(int(st.Code())))
-		w.WriteHeader(http.StatusConflict)
-		io.WriteString(w, st.Message())
-		return
-	}
-	b, _ := protojson.Marshal(&pb.MemberListResponse{Members: list})
-	w.Write(b)
-}
 
 // serveMembers answers the members table and the cluster ID, for a member
 // joining the cluster, which does not know the ID yet.

@@ -191,6 +191,37 @@ func TestClusterWritesThroughAnyMemberSurviveLeaderLoss(t *testing.T) {
 		}
 	}
 
+	// Leases: granted through raft anywhere; renewals and TTLs, which only
+	// the leader serves, are forwarded to it.
+	lead := c.leader()
+	for _, name := range c.names {
+		cli := c.client(name)
+		grant, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatalf("grant through %s: %v", name, err)
+		}
+		if _, err := cli.Put(ctx, "leased-"+name, "v", clientv3.WithLease(grant.ID)); err != nil {
+			t.Fatal(err)
+		}
+		ka, err := cli.KeepAliveOnce(ctx, grant.ID)
+		if err != nil || ka.TTL != 60 {
+			t.Fatalf("keepalive through %s (leader %s): %v %v", name, lead, ka, err)
+		}
+		ttl, err := cli.TimeToLive(ctx, grant.ID, clientv3.WithAttachedKeys())
+		if err != nil || ttl.TTL <= 0 || len(ttl.Keys) != 1 {
+			t.Fatalf("time to live through %s (leader %s): %v %v", name, lead, ttl, err)
+		}
+		if _, err := cli.Revoke(ctx, grant.ID); err != nil {
+			t.Fatal(err)
+		}
+		if ka, err := cli.KeepAliveOnce(ctx, grant.ID); err == nil {
+			t.Fatalf("keepalive of a revoked lease through %s: %v", name, ka)
+		}
+		if ttl, err := cli.TimeToLive(ctx, grant.ID); err != nil || ttl.TTL != -1 {
+			t.Fatalf("time to live of a revoked lease through %s: %v %v", name, ttl, err)
+		}
+	}
+
 	old := c.leader()
 	c.stop(old)
 	var other string

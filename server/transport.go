@@ -42,7 +42,9 @@ import (
 //	GET  /basalt/members    the members table, a protojson MemberListResponse
 //	                        whose header carries the cluster ID (a member
 //	                        joining with --initial-cluster-state=existing).
-//	POST /basalt/promote    ?id=<hex>: a promotion, forwarded to the leader.
+//	POST /basalt/promote, /basalt/lease/renew, /basalt/lease/ttl
+//	                        what only the leader serves, forwarded to it
+//	                        (forward.go).
 //
 // Every request carries X-Basalt-Cluster-ID and X-Basalt-From; a member
 // refuses a request of another cluster with 412 and one from a member it
@@ -51,7 +53,6 @@ const (
 	peerRaftPath     = "/basalt/raft"
 	peerSnapshotPath = "/basalt/snapshot"
 	peerMembersPath  = "/basalt/members"
-	peerPromotePath  = "/basalt/promote"
 
 	headerClusterID = "X-Basalt-Cluster-Id"
 	headerFrom      = "X-Basalt-From"
@@ -148,6 +149,8 @@ func (t *transport) listen(urls []url.URL) error {
 	mux.HandleFunc(peerSnapshotPath, t.serveSnapshot)
 	mux.HandleFunc(peerMembersPath, t.serveMembers)
 	mux.HandleFunc(peerPromotePath, t.servePromote)
+	mux.HandleFunc(peerLeaseRenewPath, t.serveLeaseRenew)
+	mux.HandleFunc(peerLeaseTTLPath, t.serveLeaseTTL)
 	for _, u := range urls {
 		ln, err := net.Listen("tcp", u.Host)
 		if err != nil {
