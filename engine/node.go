@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -232,6 +233,9 @@ type Node struct {
 	appliedTerm uint64
 	// confState is the configuration at applied.
 	confState *raftpb.ConfState
+	// staleSnapshots are the members whose MsgSnap Ready withheld, to be
+	// reported failed at Advance.
+	staleSnapshots []uint64
 	// snap schedules snapshots.
 	snap snapSchedule
 	// err, once set, is returned by every Advance: the node is unusable.
@@ -477,11 +481,40 @@ func (n *Node) Ready() Ready {
 		Entries:  rd.Entries,
 		Snapshot: rd.Snapshot,
 		MustSync: rd.MustSync,
-		Messages: rd.Messages,
+		Messages: n.installableMessages(rd.Messages),
 		raftRd:   &rd,
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		out.HardState = rd.HardState
+	}
+	return out
+}
+
+// installableMessages withholds a MsgSnap whose snapshot predates its
+// recipient: a member added after the log's newest snapshot is not in its
+// configuration, and raft refuses to install it. The send is reported
+// failed at Advance and a snapshot of the current state is made due, which
+// raft sends when it tries again.
+func (n *Node) installableMessages(msgs []*raftpb.Message) []*raftpb.Message {
+	stale := func(m *raftpb.Message) bool {
+		cs := m.GetSnapshot().GetMetadata().GetConfState()
+		to := m.GetTo()
+		return m.GetType() == raftpb.MsgSnap && !slices.Contains(cs.GetVoters(), to) && !slices.Contains(cs.GetLearners(), to) &&
+			!slices.Contains(cs.GetVotersOutgoing(), to) && !slices.Contains(cs.GetLearnersNext(), to)
+	}
+	if !slices.ContainsFunc(msgs, stale) {
+		return msgs
+	}
+	out := make([]*raftpb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if !stale(m) {
+			out = append(out, m)
+			continue
+		}
+		n.log.Info("the snapshot predates its recipient; making a newer one", zap.Uint64("to", m.GetTo()),
+			zap.Uint64("snapshot-index", m.GetSnapshot().GetMetadata().GetIndex()))
+		n.staleSnapshots = append(n.staleSnapshots, m.GetTo())
+		n.requestSnapshot()
 	}
 	return out
 }
@@ -517,6 +550,10 @@ func (n *Node) Advance(rd Ready) Output {
 			}
 		}
 		n.raw.Advance(*rd.raftRd)
+		for _, to := range n.staleSnapshots {
+			n.raw.ReportSnapshot(to, raft.SnapshotFailure)
+		}
+		n.staleSnapshots = nil
 		n.isPrimary() // a deposed leader stops managing expiry at once
 		n.releaseReads()
 		n.maybeCampaignAlone()

@@ -460,12 +460,9 @@ func (n *Node) SnapshotDone(job *SnapshotJob, err error) (save bool) {
 	return true
 }
 
-// RequestSnapshot makes a snapshot of the current state due now: the
-// leader's newest snapshot predates a member added since, which cannot
-// install it (raft refuses a snapshot whose configuration lacks it), so the
-// host asks for one that holds the member before raft tries again. The job
+// requestSnapshot makes a snapshot of the current state due now; the job
 // comes out of a later Advance, unless one is in flight.
-func (n *Node) RequestSnapshot() {
+func (n *Node) requestSnapshot() {
 	if n.applied > n.snap.index {
 		n.snap.due = min(n.snap.due, n.applied)
 	}

@@ -339,11 +339,6 @@ func (l *loop) send(msgs []*raftpb.Message) []report {
 			body.Close()
 			err = fmt.Errorf("the log's base is %d/%d", meta.GetIndex(), meta.GetTerm())
 		}
-		if err == nil && !inConfState(m.GetTo(), meta.GetConfState()) {
-			body.Close()
-			err = fmt.Errorf("member %x was added after the snapshot at index %d; making a newer one", m.GetTo(), meta.GetIndex())
-			l.node.RequestSnapshot()
-		}
 		if err != nil {
 			l.lg.Warn("cannot send a snapshot", zap.String("remote-peer-id", idString(m.GetTo())), zap.Error(err))
 			unsent = append(unsent, report{to: m.GetTo(), snapshot: true})
@@ -352,11 +347,6 @@ func (l *loop) send(msgs []*raftpb.Message) []report {
 		l.tr.sendSnapshot(m, body)
 	}
 	return unsent
-}
-
-func inConfState(id uint64, cs *raftpb.ConfState) bool {
-	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) ||
-		slices.Contains(cs.GetVotersOutgoing(), id) || slices.Contains(cs.GetLearnersNext(), id)
 }
 
 // sameMembers reports whether two members lists from Status are the same;
