@@ -222,6 +222,31 @@ func TestClusterWritesThroughAnyMemberSurviveLeaderLoss(t *testing.T) {
 		}
 	}
 
+	// MoveLeader: only the leader hands leadership over, to a voter.
+	var follower string
+	for _, name := range c.names {
+		if name != lead {
+			follower = name
+		}
+	}
+	target := c.members[follower].memberID
+	if _, err := c.client(follower).MoveLeader(ctx, target); err == nil || rpctypes.ErrorDesc(err) != rpctypes.ErrorDesc(rpctypes.ErrGRPCNotLeader) {
+		t.Fatalf("move-leader through a follower: %v, want %v", err, rpctypes.ErrGRPCNotLeader)
+	}
+	if _, err := c.client(lead).MoveLeader(ctx, 12345); err == nil || rpctypes.ErrorDesc(err) != rpctypes.ErrorDesc(rpctypes.ErrGRPCBadLeaderTransferee) {
+		t.Fatalf("move-leader to an unknown member: %v, want %v", err, rpctypes.ErrGRPCBadLeaderTransferee)
+	}
+	if _, err := c.client(lead).MoveLeader(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if now := c.leader(); now != follower {
+		t.Fatalf("after move-leader to %s, %s leads", follower, now)
+	}
+	st, err := c.client(lead).Status(ctx, c.clients[lead])
+	if err != nil || st.Leader != target || st.IsLearner {
+		t.Fatalf("status of the old leader: %v %v", st, err)
+	}
+
 	old := c.leader()
 	c.stop(old)
 	var other string
