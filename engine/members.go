@@ -25,6 +25,9 @@ var (
 	ErrPeerURLExists    = errors.New("engine: peer URLs already exist")
 	ErrMemberNotLearner = errors.New("engine: can only promote a learner member")
 	ErrTooManyLearners  = errors.New("engine: too many learner members in cluster")
+	// ErrLastVoter refuses to remove the only voter, which raft cannot
+	// apply (etcd panics on it).
+	ErrLastVoter = errors.New("engine: cannot remove the only voting member")
 )
 
 // members is the cluster's membership, replicated through raft: conf
@@ -99,7 +102,12 @@ func EncodeMember(m *pb.Member) []byte {
 // its proposer. A refused change has its NodeID cleared, so raft applies
 // it as no change.
 func (n *Node) applyConfChange(cc *raftpb.ConfChange) (proto.Message, error) {
-	err := n.members.change(cc)
+	var err error
+	if voters := n.confState.GetVoters(); cc.GetType() == raftpb.ConfChangeRemoveNode && len(voters) == 1 && voters[0] == cc.GetNodeId() {
+		err = ErrLastVoter
+	} else {
+		err = n.members.change(cc)
+	}
 	if err != nil {
 		cc.NodeId = new(uint64(raft.None))
 		return nil, err

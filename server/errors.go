@@ -35,6 +35,7 @@ var grpcErrors = []struct {
 	{engine.ErrMemberNotLearner, rpctypes.ErrGRPCMemberNotLearner},
 	{engine.ErrTooManyLearners, rpctypes.ErrGRPCTooManyLearners},
 	{engine.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
+	{engine.ErrLastVoter, rpctypes.ErrGRPCMemberNotEnoughStarted},
 	{errStopped, rpctypes.ErrGRPCStopped},
 	{context.Canceled, rpctypes.ErrGRPCCanceled},
 	{context.DeadlineExceeded, rpctypes.ErrGRPCDeadlineExceeded},
