@@ -402,6 +402,26 @@ func TestClusterAddPromoteRemove(t *testing.T) {
 	}
 	c.stop("m4")
 	putEventually(t, cli, "after-remove", "v", 5*time.Second)
+
+	// Removing the leader: it stops, the two left elect one of them.
+	lead := c.leader()
+	var via string
+	for _, name := range []string{"m1", "m2", "m3"} {
+		if name != lead {
+			via = name
+		}
+	}
+	if _, err := c.client(via).MemberRemove(ctx, c.members[lead].memberID); err != nil {
+		t.Fatalf("removing the leader %s through %s: %v", lead, via, err)
+	}
+	select {
+	case <-c.members[lead].Removed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed leader did not learn it was removed")
+	}
+	c.stop(lead)
+	putEventually(t, c.client(via), "after-leader-removed", "v", 5*time.Second)
+	c.checkHashes()
 }
 
 func TestClusterRefusesPeerOfAnotherCluster(t *testing.T) {
