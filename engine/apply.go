@@ -47,7 +47,9 @@ func (n *Node) apply(ent *raftpb.Entry) {
 		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
 			panic(fmt.Sprintf("engine: member %x cannot decode conf change %d: %v", n.cfg.ID, ent.GetIndex(), err))
 		}
+		res, err := n.applyConfChange(&cc)
 		n.confState = n.raw.ApplyConfChange(&cc)
+		n.answer(Response{ID: ID(cc.GetId()), Result: res, Err: err})
 	case raftpb.EntryConfChangeV2:
 		var cc raftpb.ConfChangeV2
 		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
@@ -61,6 +63,9 @@ func (n *Node) apply(ent *raftpb.Entry) {
 func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) {
 	if req.Alarm != nil {
 		return n.applyAlarm(req.Alarm), nil
+	}
+	if req.ClusterMemberAttrSet != nil {
+		return n.applyMemberAttrs(req.ClusterMemberAttrSet), nil
 	}
 	cost := QuotaCost(req)
 	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {

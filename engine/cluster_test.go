@@ -72,6 +72,7 @@ func (c *cluster) start(m *member, peers []Peer) {
 		ID:                  m.id,
 		Log:                 log,
 		Bootstrap:           peers,
+		Join:                len(peers) == 0,
 		ElectionTicks:       10,
 		HeartbeatTicks:      1,
 		RequestTimeoutTicks: 1000,
@@ -399,4 +400,47 @@ func TestInstallDamagedSnapshot(t *testing.T) {
 	// The two others go on.
 	f.cut = true
 	sameState(t, c)
+}
+
+// TestLearnerJoinsAfterSnapshot adds a learner once the leader's log starts
+// after a snapshot that predates it: raft would refuse that snapshot (the
+// learner is not in its configuration), so the engine withholds it and
+// makes a newer one, which the learner installs.
+func TestLearnerJoinsAfterSnapshot(t *testing.T) {
+	cryptotest.SetGlobalRandom(t, 1)
+	c := newCluster(t, 3)
+	c.stabilize()
+	if err := c.member(1).node.raw.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for i := range clusterSnapshotEntries + 5 {
+		c.put(fmt.Sprintf("k%03d", i), "v")
+	}
+	l := c.leader()
+	if fi := firstIndex(t, l.log); fi <= 1 {
+		t.Fatalf("leader's log starts at %d: no snapshot was taken", fi)
+	}
+	// Member 4 starts empty, waiting to be sent the cluster's state.
+	m := &member{id: 4, disk: diskio.NewSim()}
+	c.members = append(c.members, m)
+	c.start(m, nil)
+	typ := raftpb.ConfChangeAddLearnerNode
+	learner := &pb.Member{ID: 4, PeerURLs: []string{"http://d:2380"}}
+	if _, err := l.node.Submit(Request{ConfChange: &raftpb.ConfChange{Type: &typ, NodeId: new(uint64(4)), Context: EncodeMember(learner)}}); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(30)
+	if m.installed == 0 {
+		t.Fatal("the learner installed no snapshot")
+	}
+	la, lrev, lhash := l.hash(t)
+	ma, mrev, mhash := m.hash(t)
+	if ma != la || mrev != lrev || mhash != lhash {
+		t.Fatalf("learner at applied %d revision %d hash %08x, leader at %d, %d, %08x", ma, mrev, mhash, la, lrev, lhash)
+	}
+	members := m.node.Status().Members
+	if len(members) != 4 || members[3].ID != 4 || !members[3].IsLearner || members[3].PeerURLs[0] != "http://d:2380" {
+		t.Fatalf("the learner's members table: %v", members)
+	}
 }

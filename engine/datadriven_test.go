@@ -10,7 +10,9 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/diskio"
@@ -327,12 +329,50 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 			t.Fatal(err)
 		}
 		return strings.Join(names, "\n")
+	case "member-add", "member-update", "member-remove", "member-promote":
+		// Example: member-add id=2 peer=http://b [learner]; member-update id=2 peer=http://c;
+		// member-remove id=2; member-promote id=2 — a conf change, answered with the members after it.
+		return h.confChange(d)
+	case "member-attrs":
+		// Example: member-attrs id=2 name=b client=http://b:2379 — a member publishes its name and client URLs.
+		return describe(h.write(&pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
+			Member_ID: uint64(intArg(d, "id")), MemberAttributes: &membershippb.Attributes{Name: arg(d, "name"), ClientUrls: []string{arg(d, "client")}},
+		}}))
+	case "members":
+		// Example: members — the members table and the removed IDs, as Status reports them.
+		st := h.node.Status()
+		return describe(&pb.MemberListResponse{Members: st.Members}) + fmt.Sprintf("\nremoved=%v", st.RemovedIDs)
 	case "damage-snapshot":
 		// Example: damage-snapshot index=10 — flip a byte in the middle of that snapshot's file.
 		return h.damageSnapshot(uint64(intArg(d, "index")))
 	}
 	t.Fatalf("unknown command %q", d.Cmd)
 	return ""
+}
+
+func (h *harness) confChange(d *datadriven.TestData) string {
+	id := uint64(intArg(d, "id"))
+	cc := &raftpb.ConfChange{NodeId: new(id)}
+	switch d.Cmd {
+	case "member-add":
+		typ := raftpb.ConfChangeAddNode
+		if d.HasArg("learner") {
+			typ = raftpb.ConfChangeAddLearnerNode
+		}
+		cc.Type, cc.Context = &typ, EncodeMember(&pb.Member{ID: id, PeerURLs: []string{arg(d, "peer")}})
+	case "member-update":
+		typ := raftpb.ConfChangeUpdateNode
+		cc.Type, cc.Context = &typ, EncodeMember(&pb.Member{ID: id, PeerURLs: []string{arg(d, "peer")}})
+	case "member-remove":
+		typ := raftpb.ConfChangeRemoveNode
+		cc.Type = &typ
+	case "member-promote":
+		typ := raftpb.ConfChangeAddNode
+		cc.Type, cc.Context = &typ, PromoteContext
+	}
+	r := h.do(Request{ConfChange: cc})
+	out := describe(r.Result, r.Err)
+	return out + fmt.Sprintf("\nconf: voters=%v learners=%v", h.node.confState.GetVoters(), h.node.confState.GetLearners())
 }
 
 func (h *harness) restarted() string {
@@ -465,6 +505,11 @@ func describe(m proto.Message, errs ...error) string {
 		}
 	case *pb.CompactionResponse:
 		fmt.Fprintf(&b, "rev=%d", r.Header.Revision)
+	case *pb.MemberListResponse:
+		fmt.Fprintf(&b, "members=%d", len(r.Members))
+		for _, mb := range r.Members {
+			fmt.Fprintf(&b, "\nid=%d name=%q peers=%v clients=%v learner=%t", mb.ID, mb.Name, mb.PeerURLs, mb.ClientURLs, mb.IsLearner)
+		}
 	case *pb.LeaseGrantResponse:
 		fmt.Fprintf(&b, "rev=%d id=%d ttl=%d", r.Header.Revision, r.ID, r.TTL)
 	case *pb.LeaseRevokeResponse:

@@ -42,6 +42,17 @@ const (
 	// each member.
 	alarmsMax = 1 << 12
 
+	// learnersMax is how many learners the cluster may hold, etcd's
+	// --max-learners default; it decides conf changes at apply, so every
+	// member must use the same value.
+	learnersMax = 1
+	// learnerReadyPercent is how much of the leader's log a learner must
+	// hold to be promoted, etcd's readyPercentThreshold.
+	learnerReadyPercent = 0.9
+	// membersMax bounds the members (and the removed IDs) a snapshot may
+	// carry, and memberBytesMax one encoded member in it.
+	membersMax     = 1 << 16
+	memberBytesMax = 1 << 16
 	// tickDurationDefault is Config.TickDuration when it is 0, etcd's
 	// default heartbeat interval.
 	tickDurationDefault = 100 * time.Millisecond

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -27,6 +28,12 @@ type Request struct {
 	// member has applied everything that was committed when it was taken,
 	// so a read served from the newest view afterwards is linearizable.
 	Op *etcdserverpb.InternalRaftRequest
+	// ConfChange, when set instead of Op, is a membership change, answered
+	// once applied with a *etcdserverpb.MemberListResponse listing the
+	// members after it. Its Context is the member's attributes
+	// (EncodeMember) for an add or an update, PromoteContext for an AddNode
+	// that promotes a learner, empty for a remove. Submit sets its ID.
+	ConfChange *raftpb.ConfChange
 }
 
 // Response answers one submitted Request.
@@ -63,8 +70,12 @@ type Config struct {
 	// says, before calling Advance.
 	Log Log
 	// Bootstrap lists the initial members when Log is empty (a new
-	// cluster); it is ignored when the log holds state.
+	// cluster); it is ignored when the log holds state. Peers' Context is
+	// their attributes (EncodeMember), which make the first members table.
 	Bootstrap []Peer
+	// Join, with an empty log and no Bootstrap, starts a member added to a
+	// running cluster: it waits for the leader to send it the log.
+	Join bool
 	// ElectionTicks and HeartbeatTicks are raft's timeouts in ticks;
 	// ElectionTicks > HeartbeatTicks > 0.
 	ElectionTicks  int
@@ -117,6 +128,13 @@ type Status struct {
 	Bytes int64
 	// Alarms are the raised alarms; the slice is never modified.
 	Alarms []*etcdserverpb.AlarmMember
+	// Members is the members table ordered by ID; neither the slice nor
+	// its members are ever modified.
+	Members []*etcdserverpb.Member
+	// Removed is set once this member has been removed from the cluster.
+	Removed bool
+	// RemovedIDs are the members ever removed, ascending; nil when none.
+	RemovedIDs []uint64
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -175,6 +193,7 @@ var (
 	ErrNoLeader        = errors.New("engine: no leader")
 	ErrTimeout         = errors.New("engine: request timed out")
 	ErrUnknownRequest  = errors.New("engine: unknown request")
+	ErrLearnerNotReady = errors.New("engine: can only promote a learner member which is in sync with leader")
 )
 
 // Node is one member's deterministic core.
@@ -188,6 +207,8 @@ type Node struct {
 	store *mvcc.Store
 	// alarms are the raised alarms, replicated through raft.
 	alarms alarms
+	// members is the members table, replicated through raft.
+	members members
 	// leases are the granted leases, replicated through raft, and the
 	// leader's view of their expiry.
 	leases *lessor
@@ -228,6 +249,9 @@ type Node struct {
 	appliedTerm uint64
 	// confState is the configuration at applied.
 	confState *raftpb.ConfState
+	// staleSnapshots are the members whose MsgSnap Ready withheld, to be
+	// reported failed at Advance.
+	staleSnapshots []uint64
 	// snap schedules snapshots.
 	snap snapSchedule
 	// err, once set, is returned by every Advance: the node is unusable.
@@ -303,6 +327,7 @@ func NewNode(cfg Config) (*Node, error) {
 		store:   mvcc.New(),
 		idNext:  cfg.Rand.Uint64(),
 		pending: make(map[ID]struct{}),
+		members: newMembers(),
 		leases:  newLessor(&cfg),
 	}
 	snap, err := cfg.Log.Snapshot()
@@ -315,7 +340,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms, n.leases = st.store, st.alarms, st.leases
+		n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -350,7 +375,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: starting raft: %w", err)
 	}
 	n.raw = raw
-	if last == 0 && snap.GetMetadata().GetIndex() == 0 {
+	if last == 0 && snap.GetMetadata().GetIndex() == 0 && !(cfg.Join && len(cfg.Bootstrap) == 0) {
 		if len(cfg.Bootstrap) == 0 {
 			return nil, errors.New("engine: empty log and no bootstrap members")
 		}
@@ -408,7 +433,16 @@ func (n *Node) Submit(r Request) (ID, error) {
 		return 0, ErrTooManyRequests
 	}
 	id := n.newID()
-	if r.Op == nil {
+	if r.ConfChange != nil {
+		cc := proto.Clone(r.ConfChange).(*raftpb.ConfChange)
+		cc.Id = new(uint64(id))
+		if err := n.raw.ProposeConfChange(cc); err != nil {
+			if errors.Is(err, raft.ErrProposalDropped) {
+				return 0, ErrNoLeader
+			}
+			return 0, fmt.Errorf("engine: proposing: %w", err)
+		}
+	} else if r.Op == nil {
 		if n.cfg.Bugs.ReadWithoutReadIndex {
 			n.pending[id] = struct{}{}
 			n.answer(Response{ID: id})
@@ -463,11 +497,40 @@ func (n *Node) Ready() Ready {
 		Entries:  rd.Entries,
 		Snapshot: rd.Snapshot,
 		MustSync: rd.MustSync,
-		Messages: rd.Messages,
+		Messages: n.installableMessages(rd.Messages),
 		raftRd:   &rd,
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		out.HardState = rd.HardState
+	}
+	return out
+}
+
+// installableMessages withholds a MsgSnap whose snapshot predates its
+// recipient: a member added after the log's newest snapshot is not in its
+// configuration, and raft refuses to install it. The send is reported
+// failed at Advance and a snapshot of the current state is made due, which
+// raft sends when it tries again.
+func (n *Node) installableMessages(msgs []*raftpb.Message) []*raftpb.Message {
+	stale := func(m *raftpb.Message) bool {
+		cs := m.GetSnapshot().GetMetadata().GetConfState()
+		to := m.GetTo()
+		return m.GetType() == raftpb.MsgSnap && !slices.Contains(cs.GetVoters(), to) && !slices.Contains(cs.GetLearners(), to) &&
+			!slices.Contains(cs.GetVotersOutgoing(), to) && !slices.Contains(cs.GetLearnersNext(), to)
+	}
+	if !slices.ContainsFunc(msgs, stale) {
+		return msgs
+	}
+	out := make([]*raftpb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if !stale(m) {
+			out = append(out, m)
+			continue
+		}
+		n.log.Info("the snapshot predates its recipient; making a newer one", zap.Uint64("to", m.GetTo()),
+			zap.Uint64("snapshot-index", m.GetSnapshot().GetMetadata().GetIndex()))
+		n.staleSnapshots = append(n.staleSnapshots, m.GetTo())
+		n.requestSnapshot()
 	}
 	return out
 }
@@ -503,6 +566,10 @@ func (n *Node) Advance(rd Ready) Output {
 			}
 		}
 		n.raw.Advance(*rd.raftRd)
+		for _, to := range n.staleSnapshots {
+			n.raw.ReportSnapshot(to, raft.SnapshotFailure)
+		}
+		n.staleSnapshots = nil
 		n.isPrimary() // a deposed leader stops managing expiry at once
 		n.releaseReads()
 		n.maybeCampaignAlone()
@@ -519,16 +586,53 @@ func (n *Node) Advance(rd Ready) Output {
 
 // Status returns the member's current view of the cluster.
 func (n *Node) Status() Status {
-	st := n.raw.BasicStatus()
-	return Status{
+	rs := n.raw.BasicStatus()
+	st := Status{
 		ID:      n.cfg.ID,
-		Leader:  st.Lead,
-		Term:    st.GetTerm(),
-		Commit:  st.GetCommit(),
+		Leader:  rs.Lead,
+		Term:    rs.GetTerm(),
+		Commit:  rs.GetCommit(),
 		Applied: n.applied,
 		Bytes:   n.bytes(),
 		Alarms:  n.alarms,
+		Members: n.members.sorted(),
+		Removed: n.isRemoved(),
 	}
+	if len(n.members.removed) > 0 {
+		st.RemovedIDs = n.members.removedIDs()
+	}
+	return st
+}
+
+func (n *Node) isRemoved() bool {
+	_, ok := n.members.removed[n.cfg.ID]
+	return ok
+}
+
+// ReportUnreachable tells raft that the host could not send a message to
+// member id, so a leader probes it again instead of streaming on.
+func (n *Node) ReportUnreachable(id uint64) { n.raw.ReportUnreachable(id) }
+
+// TransferLeader asks the leader to hand leadership to member to; the
+// host watches Status().Leader for the outcome.
+func (n *Node) TransferLeader(to uint64) { n.raw.TransferLeader(to) }
+
+// LearnerReady says whether learner id has caught up enough with the
+// leader's log to be promoted, as etcd decides it: its match index is at
+// least learnerReadyPercent of the leader's. Only the leader knows.
+func (n *Node) LearnerReady(id uint64) error {
+	st := n.raw.Status()
+	if st.Progress == nil {
+		return ErrNotLeader
+	}
+	pr, ok := st.Progress[id]
+	if !ok {
+		return ErrMemberNotFound
+	}
+	if float64(pr.Match) < float64(st.Progress[n.cfg.ID].Match)*learnerReadyPercent {
+		return ErrLearnerNotReady
+	}
+	return nil
 }
 
 // answer queues the response to request id if it is still pending.

@@ -40,7 +40,8 @@ import (
 //	                  i64, checkpointed remaining TTL i64 (0 if none), by ID;
 //	                  optional. The keys attached to each lease are the
 //	                  kv section's live keys carrying its ID.
-//	4    members      reserved
+//	4    members      the members table (members.go, writeMembers);
+//	                  optional
 //	5    auth         reserved
 //	6    alarms       n u32 (at most alarmsMax), then n times member u64,
 //	                  type u32, ordered by member then type; optional
@@ -62,6 +63,7 @@ const (
 	sectionConfState = 1
 	sectionKV        = 2
 	sectionLeases    = 3
+	sectionMembers   = 4
 	sectionAlarms    = 6
 )
 
@@ -96,13 +98,16 @@ type SnapshotJob struct {
 	alarms alarms
 	// leases are the leases at Meta's index, a copy-on-write copy.
 	leases leaseRecords
+	// members is the members table at Meta's index.
+	members membersImage
 }
 
 // replicated is the state a snapshot carries besides the configuration:
 // everything apply changes.
 type replicated struct {
-	store  *mvcc.Store
-	alarms alarms
+	store   *mvcc.Store
+	alarms  alarms
+	members members
 	// leases is nil until loadSnapshot builds it from leaseRecords.
 	leases       *lessor
 	leaseRecords []leaseRecord
@@ -139,6 +144,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 			return err
 		}
 		if err := writeLeases(cw, job.leases); err != nil {
+			return err
+		}
+	}
+	if len(job.members.list) > 0 || len(job.members.removed) > 0 {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionMembers)); err != nil {
+			return err
+		}
+		if err := writeMembers(cw, job.members); err != nil {
 			return err
 		}
 	}
@@ -227,6 +240,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	var store *mvcc.Store
 	var as alarms
 	var leases []leaseRecord
+	ms := newMembers()
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
 	for {
@@ -262,6 +276,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 			if leases, err = readLeases(r); err != nil {
 				return nil, err
 			}
+		case sectionMembers:
+			var err error
+			if ms, err = readMembers(r); err != nil {
+				return nil, err
+			}
 		case sectionAlarms:
 			var err error
 			if as, err = readAlarms(r); err != nil {
@@ -284,7 +303,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return &replicated{store: store, alarms: as, leaseRecords: leases}, nil
+	return &replicated{store: store, alarms: as, members: ms, leaseRecords: leases}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -387,7 +406,7 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
 		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
-	n.store, n.alarms, n.leases = st.store, st.alarms, st.leases
+	n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
@@ -407,9 +426,10 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 			Term:      new(n.appliedTerm),
 			ConfState: cloneConfState(n.confState),
 		},
-		view:   n.store.View(),
-		alarms: n.alarms,
-		leases: n.leases.byTTL.Copy(),
+		view:    n.store.View(),
+		alarms:  n.alarms,
+		leases:  n.leases.byTTL.Copy(),
+		members: n.membersImage(),
 	}
 	n.snap.inflight = job
 	return job
@@ -438,6 +458,14 @@ func (n *Node) SnapshotDone(job *SnapshotJob, err error) (save bool) {
 	n.snap.index = index
 	n.snap.due = index + n.snap.entries
 	return true
+}
+
+// requestSnapshot makes a snapshot of the current state due now; the job
+// comes out of a later Advance, unless one is in flight.
+func (n *Node) requestSnapshot() {
+	if n.applied > n.snap.index {
+		n.snap.due = min(n.snap.due, n.applied)
+	}
 }
 
 // ReportSnapshot tells a leader whether the snapshot it sent to member to

@@ -116,11 +116,11 @@ func TestSnapshotBodyVersions(t *testing.T) {
 	if _, err := readSnapshot(bytes.NewReader(v2), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("version %d: %v", snapBodyVersion+1, err)
 	}
-	// A members section (tag 4, reserved) after the kv section.
+	// An auth section (tag 5, reserved) after the kv section.
 	end := len(body) - 16
-	withMembers := bytes.Clone(body[:end])
-	withMembers = binary.LittleEndian.AppendUint32(withMembers, 4)
-	if _, err := readSnapshot(bytes.NewReader(withMembers), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
+	withAuth := bytes.Clone(body[:end])
+	withAuth = binary.LittleEndian.AppendUint32(withAuth, 5)
+	if _, err := readSnapshot(bytes.NewReader(withAuth), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("an unknown section: %v", err)
 	}
 }

@@ -352,12 +352,6 @@ func buildConfig(get func(string) string, set map[string]bool, warnings []string
 	if cfg.InitialClusterState != "new" && cfg.InitialClusterState != "existing" {
 		return nil, fmt.Errorf("invalid value %q for flag -initial-cluster-state: valid values are \"new\", \"existing\"", cfg.InitialClusterState)
 	}
-	if cfg.InitialClusterState == "existing" {
-		return nil, errors.New("flag --initial-cluster-state=existing is not supported by basalt yet: joining a running cluster arrives with the multi-member issue")
-	}
-	if len(cfg.InitialCluster) != 1 {
-		return nil, errors.New("a cluster of several members is not supported by basalt yet: --initial-cluster must name one member")
-	}
 	if _, ok := cfg.InitialCluster[cfg.Name]; !ok {
 		return nil, fmt.Errorf("couldn't find local name %q in the initial cluster configuration", cfg.Name)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -103,9 +104,10 @@ func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Co
 // propose sends op through raft and returns its applied result, or the
 // gRPC error to answer.
 func (m *Member) propose(ctx context.Context, op *pb.InternalRaftRequest) (any, error) {
+	start := time.Now()
 	resp, err := m.loop.do(ctx, engine.Request{Op: op})
 	if err != nil {
-		return nil, toGRPC(err)
+		return nil, m.proposeError(err, start)
 	}
 	return resp.Result, nil
 }
@@ -117,12 +119,13 @@ func (m *Member) proposeWrite(ctx context.Context, op *pb.InternalRaftRequest) (
 	if cost := engine.QuotaCost(op); cost > 0 && m.loop.status.Load().Bytes+cost >= m.quotaBytes() {
 		return nil, m.raiseNoSpace(ctx)
 	}
+	start := time.Now()
 	res, err := m.loop.do(ctx, engine.Request{Op: op})
 	if errors.Is(err, engine.ErrNoSpace) {
 		return nil, m.raiseNoSpace(ctx)
 	}
 	if err != nil {
-		return nil, toGRPC(err)
+		return nil, m.proposeError(err, start)
 	}
 	return res.Result, nil
 }
@@ -155,6 +158,9 @@ func (m *Member) quotaBytes() int64 {
 
 // readBarrier returns once a read from the newest view is linearizable.
 func (m *Member) readBarrier(ctx context.Context) error {
-	_, err := m.loop.do(ctx, engine.Request{})
-	return err
+	start := time.Now()
+	if _, err := m.loop.do(ctx, engine.Request{}); err != nil {
+		return m.proposeError(err, start)
+	}
+	return nil
 }

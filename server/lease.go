@@ -48,25 +48,41 @@ func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 
 // LeaseTimeToLive answers from the leader's memory once a read barrier
 // has confirmed its leadership and applied what was committed (etcd's
-// waitAppliedIndex); an unknown lease has TTL -1, not an error.
+// waitAppliedIndex); an unknown lease has TTL -1, not an error. A member
+// that does not lead asks the leader.
 func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	if err := s.m.readBarrier(ctx); err != nil {
-		return nil, toGRPC(err)
-	}
-	var st engine.LeaseStatus
+	var resp *pb.LeaseTimeToLiveResponse
 	var err error
-	if cerr := s.m.loop.call(ctx, func(n *engine.Node) { st, err = n.LeaseTimeToLive(r.ID, r.Keys) }); cerr != nil {
-		return nil, toGRPC(cerr)
+	if s.m.leads() {
+		resp, err = s.m.leaseTimeToLiveLocal(ctx, r)
+	} else {
+		resp = new(pb.LeaseTimeToLiveResponse)
+		err = s.m.forward(ctx, peerLeaseTTLPath, r, resp)
 	}
-	resp := &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: st.TTL, GrantedTTL: st.GrantedTTL, Keys: st.Keys}
-	switch {
-	case errors.Is(err, engine.ErrLeaseNotFound):
-		resp = &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: -1}
-	case err != nil:
+	if err != nil {
 		return nil, toGRPC(err)
 	}
 	resp.Header = s.m.header(&pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()})
 	return resp, nil
+}
+
+// leaseTimeToLiveLocal answers LeaseTimeToLive on the leader.
+func (m *Member) leaseTimeToLiveLocal(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := m.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	var st engine.LeaseStatus
+	var err error
+	if cerr := m.loop.call(ctx, func(n *engine.Node) { st, err = n.LeaseTimeToLive(r.ID, r.Keys) }); cerr != nil {
+		return nil, cerr
+	}
+	switch {
+	case errors.Is(err, engine.ErrLeaseNotFound):
+		return &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: -1}, nil
+	case err != nil:
+		return nil, err
+	}
+	return &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: st.TTL, GrantedTTL: st.GrantedTTL, Keys: st.Keys}, nil
 }
 
 // LeaseLeases lists the leases this member knows, as etcd lists its
@@ -124,10 +140,24 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 	}
 }
 
-// renew renews lease id on this member, which must lead: the read barrier
-// confirms the leadership with a quorum (etcd's ensureLeadership) and lets
-// a lease granted just before be applied.
+// renew renews lease id; a member that does not lead asks the leader,
+// as etcd does over its peer HTTP.
 func (m *Member) renew(ctx context.Context, id int64) (int64, error) {
+	if m.leads() {
+		return m.renewLocal(ctx, id)
+	}
+	var resp pb.LeaseKeepAliveResponse
+	err := m.forward(ctx, peerLeaseRenewPath, &pb.LeaseKeepAliveRequest{ID: id}, &resp)
+	if err != nil && rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(rpctypes.ErrGRPCLeaseNotFound) {
+		return 0, engine.ErrLeaseNotFound
+	}
+	return resp.TTL, err
+}
+
+// renewLocal renews lease id on this member, which must lead: the read
+// barrier confirms the leadership with a quorum (etcd's ensureLeadership)
+// and lets a lease granted just before be applied.
+func (m *Member) renewLocal(ctx context.Context, id int64) (int64, error) {
 	if err := m.readBarrier(ctx); err != nil {
 		return 0, err
 	}
@@ -138,3 +168,6 @@ func (m *Member) renew(ctx context.Context, id int64) (int64, error) {
 	}
 	return ttl, err
 }
+
+// leads reports whether this member is the leader, as far as it knows.
+func (m *Member) leads() bool { return m.loop.status.Load().Leader == m.memberID }

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 
 	"github.com/basaltdb/basalt/engine"
@@ -24,11 +27,33 @@ const (
 	// submitBatchMax bounds the requests taken in one turn of the loop, so
 	// ticks are never starved; they all share one Ready and one fsync.
 	submitBatchMax = 1024
+	// recvQueueMax bounds the peer messages waiting for the loop; a peer's
+	// stream blocks beyond it. recvBatchMax bounds those taken in one turn.
+	recvQueueMax = 4096
+	recvBatchMax = 1024
+	// reportQueueMax bounds the transport's reports waiting for the loop;
+	// unreachable reports beyond it are dropped (raft learns again from the
+	// next failure).
+	reportQueueMax = 1024
 )
 
 // errStopped is returned to requests when the loop is gone, and by a
 // snapshot being written when the loop stops.
 var errStopped = errors.New("server: member stopped")
+
+// inbound is a message from a peer for the node; a MsgSnap's body is
+// already in the log.
+type inbound struct {
+	msg *raftpb.Message
+}
+
+// report is the transport's news about a peer: a snapshot delivered or
+// not, or (snapshot false) a message that could not be sent.
+type report struct {
+	to        uint64
+	snapshot  bool
+	delivered bool
+}
 
 type submission struct {
 	req  engine.Request
@@ -55,12 +80,20 @@ type loop struct {
 	noSync bool
 
 	submitc chan submission
+	recvc   chan inbound
+	reportc chan report
+	// tr sends the node's messages; nil until the member sets it, before
+	// run.
+	tr *transport
 	// callc takes functions to run on the loop goroutine, which owns the
 	// node.
 	callc chan func(*engine.Node)
-	stopc chan struct{}
-	donec chan struct{}
-	stop  sync.Once
+	// membersc is signalled, without blocking, when the members table
+	// changes.
+	membersc chan struct{}
+	stopc    chan struct{}
+	donec    chan struct{}
+	stop     sync.Once
 	// err is why the loop ended on its own; read it after donec closes.
 	err error
 
@@ -76,6 +109,10 @@ type loop struct {
 	snapshotc    chan snapshotResult
 	snapshotStop atomic.Bool
 
+	// leaderSince is when this member last saw a new leader, in Unix
+	// nanoseconds.
+	leaderSince atomic.Int64
+
 	view   atomic.Pointer[mvcc.View]
 	status atomic.Pointer[engine.Status]
 	// watch, once set, is handed each view the loop publishes.
@@ -86,22 +123,27 @@ type loop struct {
 
 func newLoop(node *engine.Node, log *raftlog.Log, lg *zap.Logger, tick time.Duration, noSync bool) *loop {
 	l := &loop{
-		node:    node,
-		log:     log,
-		lg:      lg,
-		tick:    tick,
-		noSync:  noSync,
-		submitc: make(chan submission, submitQueueMax),
-		callc:   make(chan func(*engine.Node)),
-		stopc:   make(chan struct{}),
-		donec:   make(chan struct{}),
-		waiters: make(map[engine.ID]chan<- engine.Response),
+		node:     node,
+		log:      log,
+		lg:       lg,
+		tick:     tick,
+		noSync:   noSync,
+		submitc:  make(chan submission, submitQueueMax),
+		recvc:    make(chan inbound, recvQueueMax),
+		reportc:  make(chan report, reportQueueMax),
+		membersc: make(chan struct{}, 1),
+		callc:    make(chan func(*engine.Node)),
+		stopc:    make(chan struct{}),
+		donec:    make(chan struct{}),
+		waiters:  make(map[engine.ID]chan<- engine.Response),
 
 		snapshotc: make(chan snapshotResult, 1),
 		hashes:    newCompactionHashes(),
 	}
 	st := node.Status()
 	l.status.Store(&st)
+	// The table restored from a snapshot is news too: it names the peers.
+	l.membersc <- struct{}{}
 	return l
 }
 
@@ -123,8 +165,17 @@ func (l *loop) run() {
 		case s := <-l.submitc:
 			l.submit(s)
 			l.drainSubmissions()
+		case in := <-l.recvc:
+			l.step(in)
+			l.drainInbound()
 		case fn := <-l.callc:
 			fn(l.node)
+		case r := <-l.reportc:
+			if r.snapshot {
+				l.node.ReportSnapshot(r.to, r.delivered)
+			} else {
+				l.node.ReportUnreachable(r.to)
+			}
 		case r := <-l.snapshotc:
 			if err := l.finishSnapshot(r); err != nil {
 				l.fail(err)
@@ -160,6 +211,54 @@ func (l *loop) drainSubmissions() {
 	}
 }
 
+func (l *loop) drainInbound() {
+	for range recvBatchMax {
+		select {
+		case in := <-l.recvc:
+			l.step(in)
+		default:
+			return
+		}
+	}
+}
+
+// step hands the node a peer's message.
+func (l *loop) step(in inbound) {
+	if err := l.node.Step(in.msg); err != nil {
+		l.lg.Debug("dropped a peer message", zap.Stringer("type", in.msg.GetType()), zap.Error(err))
+	}
+}
+
+// receive queues a peer's message for the loop, waiting while the queue is
+// full; false means the loop or stop ended first.
+func (l *loop) receive(in inbound, stop <-chan struct{}) bool {
+	select {
+	case l.recvc <- in:
+		return true
+	case <-l.donec:
+		return false
+	case <-stop:
+		return false
+	}
+}
+
+// report queues the transport's news about a peer. A snapshot's outcome
+// must reach raft, so it waits for room; an unreachable report is
+// dropped when the queue is full.
+func (l *loop) report(r report) {
+	if !r.snapshot {
+		select {
+		case l.reportc <- r:
+		default:
+		}
+		return
+	}
+	select {
+	case l.reportc <- r:
+	case <-l.donec:
+	}
+}
+
 func (l *loop) submit(s submission) {
 	id, err := l.node.Submit(s.req)
 	if err != nil {
@@ -184,9 +283,17 @@ func (l *loop) process() error {
 		if err := l.log.Save(rd.HardState, rd.Entries, rd.MustSync && !l.noSync); err != nil {
 			return fmt.Errorf("saving raft ready: %w", err)
 		}
+		unsent := l.send(rd.Messages)
 		out := l.node.Advance(rd)
 		if out.Err != nil {
 			return out.Err
+		}
+		for _, r := range unsent {
+			if r.snapshot {
+				l.node.ReportSnapshot(r.to, false)
+			} else {
+				l.node.ReportUnreachable(r.to)
+			}
 		}
 		if out.Snapshot != nil {
 			if err := l.startSnapshot(out.Snapshot); err != nil {
@@ -203,6 +310,15 @@ func (l *loop) process() error {
 			}
 		}
 		st := l.node.Status()
+		if old := l.status.Load(); !sameMembers(old.Members, st.Members) || old.Removed != st.Removed {
+			select {
+			case l.membersc <- struct{}{}:
+			default:
+			}
+		}
+		if old := l.status.Load(); st.Leader != 0 && st.Leader != old.Leader {
+			l.leaderSince.Store(time.Now().UnixNano())
+		}
 		l.status.Store(&st)
 		for _, r := range out.Responses {
 			if w, ok := l.waiters[r.ID]; ok {
@@ -212,6 +328,43 @@ func (l *loop) process() error {
 		}
 	}
 	return nil
+}
+
+// send hands the messages to the transport; it returns the reports to
+// make for those it could not take. A MsgSnap's body is opened here, on
+// the log's goroutine, while the log's base is still that snapshot; the
+// transport streams it on a goroutine of its own.
+func (l *loop) send(msgs []*raftpb.Message) []report {
+	var unsent []report
+	for _, m := range msgs {
+		if l.tr == nil {
+			continue
+		}
+		if m.GetType() != raftpb.MsgSnap {
+			if !l.tr.send(m) {
+				unsent = append(unsent, report{to: m.GetTo()})
+			}
+			continue
+		}
+		meta, body, err := l.log.OpenSnapshot()
+		if err == nil && (meta.GetIndex() != m.GetSnapshot().GetMetadata().GetIndex() || meta.GetTerm() != m.GetSnapshot().GetMetadata().GetTerm()) {
+			body.Close()
+			err = fmt.Errorf("the log's base is %d/%d", meta.GetIndex(), meta.GetTerm())
+		}
+		if err != nil {
+			l.lg.Warn("cannot send a snapshot", zap.String("remote-peer-id", idString(m.GetTo())), zap.Error(err))
+			unsent = append(unsent, report{to: m.GetTo(), snapshot: true})
+			continue
+		}
+		l.tr.sendSnapshot(m, body)
+	}
+	return unsent
+}
+
+// sameMembers reports whether two members lists from Status are the same;
+// members are never modified, so comparing pointers is enough.
+func sameMembers(a, b []*pb.Member) bool {
+	return slices.Equal(a, b)
 }
 
 // startSnapshot creates the snapshot file for job and writes it on a

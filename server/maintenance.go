@@ -24,11 +24,13 @@ type maintenanceServer struct {
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := s.m.loop.status.Load()
 	view := s.m.loop.view.Load()
+	// etcdctl's table divides by dbSize; etcd's file is never empty.
+	dbBytes := max(st.Bytes, 1)
 	resp := &pb.StatusResponse{
 		Header:           s.m.header(&pb.ResponseHeader{Revision: view.Rev()}),
 		Version:          version.Version,
-		DbSize:           st.Bytes,
-		DbSizeInUse:      st.Bytes,
+		DbSize:           dbBytes,
+		DbSizeInUse:      dbBytes,
 		Leader:           st.Leader,
 		RaftIndex:        st.Commit,
 		RaftTerm:         st.Term,
@@ -36,6 +38,7 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		StorageVersion:   storageVersion,
 		DbSizeQuota:      s.m.quotaBytes(),
 		DowngradeInfo:    &pb.DowngradeInfo{},
+		IsLearner:        s.m.isLearner(),
 	}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
@@ -62,18 +65,6 @@ func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 type clusterServer struct {
 	pb.UnimplementedClusterServer
 	m *Member
-}
-
-func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	return &pb.MemberListResponse{
-		Header: s.m.header(nil),
-		Members: []*pb.Member{{
-			ID:         s.m.memberID,
-			Name:       s.m.cfg.Name,
-			PeerURLs:   urlStrings(s.m.cfg.AdvertisePeerURLs),
-			ClientURLs: s.m.advertisedClientURLs(),
-		}},
-	}, nil
 }
 
 // keepaliveOptions are etcd's gRPC keepalive settings.

@@ -14,11 +14,15 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/version"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -44,6 +48,8 @@ const (
 	// readyTimeout bounds the wait for a leader and the replay of the log
 	// before the member gives up starting.
 	readyTimeout = 60 * time.Second
+	// publishTimeout bounds one attempt to publish the member's attributes.
+	publishTimeout = 5 * time.Second
 	// requestTimeoutBase is etcd's base request timeout, to which it adds
 	// two election timeouts.
 	requestTimeoutBase = 5 * time.Second
@@ -69,6 +75,15 @@ type Member struct {
 	log   *raftlog.Log
 	loop  *loop
 	watch *watchHub
+	tr    *transport
+	// initialPeers are the peer URLs of the members known from the flags
+	// (or, joining, from the cluster), by ID: where messages go until the
+	// members table is applied.
+	initialPeers map[uint64][]string
+	// removedc is closed once the member learns it was removed.
+	removedc    chan struct{}
+	removedOnce sync.Once
+	watchDone   chan struct{}
 	// leaseIDs picks the IDs of leases granted without one.
 	leaseIDs *idGenerator
 
@@ -82,15 +97,22 @@ type Member struct {
 // Start opens (or bootstraps) the member in cfg.DataDir, waits until it
 // can serve, and starts serving clients.
 func Start(cfg *Config, lg *zap.Logger) (*Member, error) {
-	m := &Member{cfg: cfg, lg: lg}
+	m := &Member{cfg: cfg, lg: lg, removedc: make(chan struct{}), watchDone: make(chan struct{})}
 	if err := m.open(); err != nil {
+		if m.tr != nil {
+			m.tr.stop()
+		}
 		m.closeStorage()
 		return nil, err
 	}
 	go m.loop.run()
-	if err := m.waitReady(); err != nil {
-		m.loop.Stop()
-		m.closeStorage()
+	go m.watchMembers()
+	err := m.waitReady()
+	if err == nil {
+		err = m.publish()
+	}
+	if err != nil {
+		m.stopCore()
 		return nil, err
 	}
 	if err := m.serve(); err != nil {
@@ -115,6 +137,11 @@ func (m *Member) open() error {
 	if err != nil {
 		return err
 	}
+	m.tr = newTransport(m.lg, m.memberID, m.clusterID)
+	m.tr.member = m
+	if err := m.tr.listen(m.cfg.ListenPeerURLs); err != nil {
+		return err
+	}
 	retained := m.cfg.MaxSnapshots
 	if retained == 0 {
 		retained = math.MaxInt // etcd's --max-snapshots 0: unlimited
@@ -135,6 +162,7 @@ func (m *Member) open() error {
 		ID:                  m.memberID,
 		Log:                 m.log,
 		Bootstrap:           peers,
+		Join:                len(peers) == 0,
 		ElectionTicks:       int(m.cfg.ElectionTimeout / tick),
 		HeartbeatTicks:      1,
 		TickDuration:        tick,
@@ -150,6 +178,10 @@ func (m *Member) open() error {
 	}
 	m.lg.Info("starting local member", zap.String("local-member-id", idString(m.memberID)), zap.String("cluster-id", idString(m.clusterID)))
 	m.loop = newLoop(node, m.log, m.lg, tick, m.cfg.UnsafeNoFsync)
+	m.loop.tr = m.tr
+	m.tr.loop = m.loop
+	m.tr.removed = m.markRemoved
+	m.tr.setPeers(m.initialPeers)
 	return nil
 }
 
@@ -171,12 +203,26 @@ func (m *Member) loadIDs(dir string) ([]engine.Peer, error) {
 		m.memberID = binary.BigEndian.Uint64(b[0:])
 		m.clusterID = binary.BigEndian.Uint64(b[8:])
 		m.lg.Info("restarting member", zap.String("data-dir", m.cfg.DataDir))
+		if m.cfg.InitialClusterState == "existing" {
+			// The log holds the cluster; if it is still empty, the leader
+			// sends it again.
+			m.initialPeers = m.flagPeers()
+			return nil, nil
+		}
 		return m.bootstrapPeers(), nil
 	}
 	if !errors.Is(err, diskio.ErrNotExist) {
 		return nil, err
 	}
-	m.memberID, m.clusterID = m.derivedIDs()
+	var peers []engine.Peer
+	if m.cfg.InitialClusterState == "existing" {
+		if err := m.joinIDs(); err != nil {
+			return nil, err
+		}
+	} else {
+		m.memberID, m.clusterID = m.derivedIDs()
+		peers = m.bootstrapPeers()
+	}
 	var b [20]byte
 	binary.BigEndian.PutUint64(b[0:], m.memberID)
 	binary.BigEndian.PutUint64(b[8:], m.clusterID)
@@ -198,8 +244,12 @@ func (m *Member) loadIDs(dir string) ([]engine.Peer, error) {
 	if err := diskio.OS.SyncDir(dir); err != nil {
 		return nil, err
 	}
-	m.lg.Info("bootstrapping a new cluster", zap.String("data-dir", m.cfg.DataDir))
-	return m.bootstrapPeers(), nil
+	if peers != nil {
+		m.lg.Info("bootstrapping a new cluster", zap.String("data-dir", m.cfg.DataDir))
+	} else {
+		m.lg.Info("joining an existing cluster", zap.String("data-dir", m.cfg.DataDir))
+	}
+	return peers, nil
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -221,10 +271,33 @@ func (m *Member) derivedIDs() (member, cluster uint64) {
 	return member, clusterID(ids)
 }
 
-// bootstrapPeers lists the initial voters; raft ignores them when the log
-// already holds state.
+// bootstrapPeers lists the initial voters from --initial-cluster, with
+// their names and peer URLs; raft ignores them when the log already holds
+// state. It also sets initialPeers from them.
 func (m *Member) bootstrapPeers() []engine.Peer {
-	return []engine.Peer{{ID: m.memberID}}
+	names := make([]string, 0, len(m.cfg.InitialCluster))
+	for name := range m.cfg.InitialCluster {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	m.initialPeers = m.flagPeers()
+	peers := make([]engine.Peer, 0, len(names))
+	for _, name := range names {
+		urls := m.cfg.InitialCluster[name]
+		id := memberID(urls, m.cfg.InitialClusterToken)
+		peers = append(peers, engine.Peer{ID: id, Context: engine.EncodeMember(&pb.Member{ID: id, Name: name, PeerURLs: urlStrings(urls)})})
+	}
+	return peers
+}
+
+// flagPeers are the peer URLs --initial-cluster gives, by the IDs they
+// would have in a new cluster.
+func (m *Member) flagPeers() map[uint64][]string {
+	peers := make(map[uint64][]string, len(m.cfg.InitialCluster))
+	for _, urls := range m.cfg.InitialCluster {
+		peers[memberID(urls, m.cfg.InitialClusterToken)] = urlStrings(urls)
+	}
+	return peers
 }
 
 // waitReady waits until the member has a leader and has applied what was
@@ -254,6 +327,7 @@ func (m *Member) serve() error {
 		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 	}
 	opts = append(opts, keepaliveOptions(m.cfg)...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(m.learnerUnary), grpc.ChainStreamInterceptor(m.learnerStream))
 	m.grpc = grpc.NewServer(opts...)
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
@@ -320,11 +394,148 @@ func (m *Member) Stop() {
 			m.grpc.Stop()
 		}
 	}
+	m.stopCore()
+}
+
+// stopCore stops the engine loop and the peer transport and closes the
+// storage.
+func (m *Member) stopCore() {
 	m.loop.Stop()
 	if m.watch != nil {
 		m.watch.stop()
 	}
+	m.tr.stop()
+	<-m.watchDone
 	m.closeStorage()
+}
+
+// Removed is closed once the member learns it was removed from the
+// cluster; the host then stops it, as etcd exits.
+func (m *Member) Removed() <-chan struct{} { return m.removedc }
+
+func (m *Member) markRemoved() {
+	m.removedOnce.Do(func() {
+		m.lg.Warn("the member has been permanently removed from the cluster")
+		close(m.removedc)
+	})
+}
+
+// watchMembers keeps the transport's peers in step with the members
+// table, and notices this member's removal.
+func (m *Member) watchMembers() {
+	defer close(m.watchDone)
+	for {
+		select {
+		case <-m.loop.membersc:
+		case <-m.loop.donec:
+			return
+		}
+		st := m.loop.status.Load()
+		if len(st.Members) > 0 {
+			peers := make(map[uint64][]string, len(st.Members))
+			for _, mb := range st.Members {
+				peers[mb.ID] = mb.PeerURLs
+			}
+			m.tr.setPeers(peers)
+		}
+		removed := make(map[uint64]bool, len(st.RemovedIDs))
+		for _, id := range st.RemovedIDs {
+			removed[id] = true
+		}
+		m.tr.mu.Lock()
+		m.tr.isRemoved = func(id uint64) bool { return removed[id] }
+		m.tr.mu.Unlock()
+		if st.Removed {
+			m.markRemoved()
+		}
+	}
+}
+
+// publish records this member's name and client URLs in the members
+// table, as etcd does once it starts, and waits until it is applied.
+func (m *Member) publish() error {
+	req := &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
+		Member_ID:        m.memberID,
+		MemberAttributes: &membershippb.Attributes{Name: m.cfg.Name, ClientUrls: m.advertisedClientURLs()},
+	}}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		_, err := m.loop.do(ctx, engine.Request{Op: req})
+		cancel()
+		if err == nil {
+			err = m.publishPeerURLs()
+		}
+		if err == nil {
+			m.lg.Info("published local member to cluster through raft", zap.String("local-member-id", idString(m.memberID)),
+				zap.String("local-member-attributes", fmt.Sprintf("{Name:%s ClientURLs:%v}", m.cfg.Name, m.advertisedClientURLs())),
+				zap.String("cluster-id", idString(m.clusterID)))
+			return nil
+		}
+		if errors.Is(err, errStopped) || time.Now().After(deadline) {
+			return fmt.Errorf("publishing the member's attributes: %w", err)
+		}
+		m.lg.Warn("failed to publish local member to cluster through raft; retrying", zap.Error(err))
+		select {
+		case <-m.loop.donec:
+			return fmt.Errorf("member stopped while starting: %w", m.loop.err)
+		case <-time.After(m.cfg.HeartbeatInterval):
+		}
+	}
+}
+
+// publishPeerURLs records this member's peer URLs when the members table
+// lacks them: a data dir bootstrapped before the table existed holds a
+// bootstrap entry without attributes.
+func (m *Member) publishPeerURLs() error {
+	for _, mb := range m.loop.status.Load().Members {
+		if mb.ID != m.memberID || len(mb.PeerURLs) > 0 {
+			continue
+		}
+		typ := raftpb.ConfChangeUpdateNode
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		_, err := m.loop.do(ctx, engine.Request{ConfChange: &raftpb.ConfChange{
+			Type: &typ, NodeId: new(m.memberID), Context: engine.EncodeMember(&pb.Member{ID: m.memberID, PeerURLs: urlStrings(m.cfg.AdvertisePeerURLs)}),
+		}})
+		return err
+	}
+	return nil
+}
+
+// joinIDs asks the running cluster, through the peer URLs of
+// --initial-cluster, for its ID and the ID it gave this member when it was
+// added (etcdctl member add), found by this member's peer URLs.
+func (m *Member) joinIDs() error {
+	own := urlStrings(m.cfg.AdvertisePeerURLs)
+	sort.Strings(own)
+	var errs []error
+	for name, urls := range m.cfg.InitialCluster {
+		if name == m.cfg.Name {
+			continue
+		}
+		for _, u := range urls {
+			resp, err := fetchMembers(u.String())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, mb := range resp.Members {
+				pu := slices.Clone(mb.PeerURLs)
+				sort.Strings(pu)
+				if slices.Equal(pu, own) {
+					m.memberID, m.clusterID = mb.ID, resp.Header.GetClusterId()
+					m.initialPeers = make(map[uint64][]string, len(resp.Members))
+					for _, mb := range resp.Members {
+						m.initialPeers[mb.ID] = mb.PeerURLs
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("error validating peerURLs: member %q with peer URLs %v is not in the cluster's members (add it first with 'etcdctl member add')", m.cfg.Name, own)
+		}
+	}
+	return fmt.Errorf("cannot fetch the cluster's members from the peers of --initial-cluster: %w", errors.Join(errs...))
 }
 
 func (m *Member) closeStorage() {

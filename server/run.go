@@ -60,6 +60,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
 		m.Stop()
 		return 0
+	case <-m.Removed():
+		lg.Warn("the member has been permanently removed from the cluster; shutting down")
+		m.Stop()
+		return 0
 	case <-m.Failed():
 		lg.Error("member failed", zap.Error(m.Err()))
 		m.Stop()

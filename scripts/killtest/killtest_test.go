@@ -48,6 +48,10 @@ type keyState struct {
 	// pending is a put sent whose answer never came (the server was
 	// killed): it may or may not have survived.
 	pending string
+	// retried is set when the acknowledged put was sent again after a
+	// failed attempt, which may still apply after it: the same value at a
+	// later revision is then no loss.
+	retried bool
 }
 
 // model is every key's state; each writer owns its keys' entries, and
@@ -174,6 +178,8 @@ func verify(t *testing.T, srv *server, m *model, lastRev int64) (rev int64, keys
 			lost = append(lost, fmt.Sprintf("%s: acknowledged %.24q at revision %d, now missing", key, ks.acked, ks.rev))
 		case !present:
 		case v == ks.acked && got[key] == ks.rev:
+		case v == ks.acked && got[key] > ks.rev && ks.retried:
+			ks.rev = got[key]
 		case v == ks.acked:
 			lost = append(lost, fmt.Sprintf("%s: acknowledged at revision %d, now at revision %d", key, ks.rev, got[key]))
 		case v == ks.pending && got[key] > ks.rev:
@@ -202,12 +208,12 @@ func write(t *testing.T, srv *server, m *model, next []int, d time.Duration, see
 	errs := make(chan error, len(next)+1)
 	for w := range next {
 		wg.Go(func() {
-			if err := writer(ctx, srv, m, w, &next[w], seed); err != nil {
+			if err := writer(ctx, []string{srv.client}, m, w, &next[w], seed, false); err != nil {
 				errs <- err
 			}
 		})
 	}
-	wg.Go(func() { compactor(ctx, srv, m) })
+	wg.Go(func() { compactor(ctx, []string{srv.client}, m) })
 	time.Sleep(d)
 	srv.kill(t)
 	cancel()
@@ -219,10 +225,12 @@ func write(t *testing.T, srv *server, m *model, next []int, d time.Duration, see
 }
 
 // writer puts its keys in turn, one at a time, until a put fails (the
-// server is gone). It returns an error only for a broken promise seen
-// while running: revisions of its own answers going back.
-func writer(ctx context.Context, srv *server, m *model, w int, next *int, seed uint64) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.client}, DialTimeout: requestTimeout, Logger: nopLogger})
+// server is gone), or, with retry, retries a failed put with the same
+// value until it succeeds or ctx ends (a cluster lost a member). It
+// returns an error only for a broken promise seen while running:
+// revisions of its own answers going back.
+func writer(ctx context.Context, endpoints []string, m *model, w int, next *int, seed uint64, retry bool) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: requestTimeout, Logger: nopLogger})
 	if err != nil {
 		return nil
 	}
@@ -236,9 +244,21 @@ func writer(ctx context.Context, srv *server, m *model, w int, next *int, seed u
 		value := fmt.Sprintf("w%d n%d s%x %s", w, n, seed, pad)
 		ks.pending = value
 		*next = n + 1
-		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		timeout := requestTimeout
+		if retry {
+			timeout = retryTimeout
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := cli.Put(rctx, key, value)
 		cancel()
+		retried := false
+		for retry && err != nil && ctx.Err() == nil {
+			retried = true
+			time.Sleep(retryInterval)
+			rctx, cancel := context.WithTimeout(ctx, retryTimeout)
+			resp, err = cli.Put(rctx, key, value)
+			cancel()
+		}
 		if err != nil {
 			return nil
 		}
@@ -247,7 +267,7 @@ func writer(ctx context.Context, srv *server, m *model, w int, next *int, seed u
 			return fmt.Errorf("writer %d: put answered at revision %d after one at %d", w, rev, last)
 		}
 		last = rev
-		ks.acked, ks.rev, ks.pending = value, rev, ""
+		ks.acked, ks.rev, ks.pending, ks.retried = value, rev, "", retried
 		m.acks.Add(1)
 		for {
 			cur := m.maxRev.Load()
@@ -261,8 +281,8 @@ func writer(ctx context.Context, srv *server, m *model, w int, next *int, seed u
 
 // compactor compacts to a thousand revisions below the newest answer,
 // every half second.
-func compactor(ctx context.Context, srv *server, m *model) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.client}, DialTimeout: requestTimeout, Logger: nopLogger})
+func compactor(ctx context.Context, endpoints []string, m *model) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: requestTimeout, Logger: nopLogger})
 	if err != nil {
 		return
 	}

@@ -25,16 +25,23 @@ const (
 	pollInterval   = 5 * time.Millisecond
 	stopTimeout    = 30 * time.Second // from SIGTERM to SIGKILL
 	requestTimeout = 10 * time.Second
-	logTailBytes   = 4096
+	// retryInterval and retryTimeout pace a cluster writer's retries of a
+	// put that failed while a member was down.
+	retryInterval = 20 * time.Millisecond
+	retryTimeout  = 2 * time.Second
+	logTailBytes  = 4096
 )
 
 // server is one server process on its data dir and loopback ports, which
 // stay the same across restarts.
 type server struct {
-	bin      string
-	dir      string
-	client   string // http://127.0.0.1:port
-	peer     string
+	bin    string
+	dir    string
+	client string // http://127.0.0.1:port
+	peer   string
+	// name and cluster are --name and --initial-cluster.
+	name     string
+	cluster  string
 	extra    []string
 	logPath  string
 	cmd      *exec.Cmd
@@ -52,7 +59,9 @@ func newServer(t *testing.T, bin, dir string, extra ...string) *server {
 		client:  "http://" + freeAddr(t),
 		peer:    "http://" + freeAddr(t),
 		logPath: filepath.Join(dir, "server.log"),
+		name:    "default",
 	}
+	s.cluster = s.name + "=" + s.peer
 	// A test that fails leaves no process behind (cleanups run last
 	// registered first, so this runs before the data dir is moved or
 	// removed).
@@ -82,13 +91,13 @@ func (s *server) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := append([]string{
-		"--name", "default",
+		"--name", s.name,
 		"--data-dir", filepath.Join(s.dir, "data"),
 		"--listen-client-urls", s.client,
 		"--advertise-client-urls", s.client,
 		"--listen-peer-urls", s.peer,
 		"--initial-advertise-peer-urls", s.peer,
-		"--initial-cluster", "default=" + s.peer,
+		"--initial-cluster", s.cluster,
 	}, s.extra...)
 	s.cmd = exec.Command(s.bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
