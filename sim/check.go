@@ -193,6 +193,9 @@ func (c *checker) observe(m *member, e *raftpb.Entry) bool {
 		}
 		c.byID[id] = modelResult{index: i, resp: resp, err: err}
 	}
+	if e.GetType() == raftpb.EntryConfChange && !c.w.ops.observe(e) {
+		return false
+	}
 	c.revAt = append(c.revAt, c.model.rev)
 	return true
 }
@@ -207,6 +210,10 @@ func prefix(b []byte) []byte {
 // final runs the checks on the whole history, after the liveness phase.
 func (c *checker) final() {
 	c.checkAnswers()
+	if c.w.failure != nil {
+		return
+	}
+	c.w.ops.check()
 	if c.w.failure != nil {
 		return
 	}

@@ -21,6 +21,8 @@ type Options struct {
 	Disk   DiskOptions
 	Faults FaultOptions
 	Work   WorkOptions
+	// Operator changes the membership.
+	Operator OperatorOptions
 	// Bugs plants known bugs; Draw leaves them off.
 	Bugs Bugs
 }
@@ -216,6 +218,8 @@ func Draw(seed uint64) Options {
 	o.Work.OldRevPPM = sometimes(g, 500_000, 0, 300_000)
 	o.Work.Timeout = g.dur(500*time.Millisecond, 5*time.Second).Truncate(time.Millisecond)
 	o.Work.Attempts = int(g.between(1, 4))
+
+	o.Operator = drawOperator(seed, o.Members)
 	return o
 }
 
@@ -250,6 +254,9 @@ func (o Options) String() string {
 	}
 	fmt.Fprintf(&b, "  workload: clients=%d rate=%d/s keys=%d mix=[%s] serializable=%dppm old-rev=%dppm timeout=%v attempts=%d",
 		w.Clients, w.Rate, w.Keys, strings.Join(mix, " "), w.SerializablePPM, w.OldRevPPM, w.Timeout, w.Attempts)
+	if o.Operator.ActPPM > 0 {
+		fmt.Fprintf(&b, "\n%s", o.Operator)
+	}
 	return b.String()
 }
 

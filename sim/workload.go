@@ -206,7 +206,8 @@ func (wl *workload) readOptions(c *client, o *op) {
 // issue sends a new attempt of o to a member.
 func (wl *workload) issue(o *op) {
 	w := wl.w
-	a := &attempt{op: o, member: int(wl.rng.intN(uint64(len(w.members)))), sent: w.now}
+	eps := w.ops.clientEndpoints()
+	a := &attempt{op: o, member: eps[wl.rng.intN(uint64(len(eps)))], sent: w.now}
 	o.attempts = append(o.attempts, a)
 	m := w.members[a.member]
 	w.after(wl.rng.dur(clientLinkDelayMin, clientLinkDelayMax), evClient, a.member, func() { m.request(a) })
@@ -235,7 +236,8 @@ func (wl *workload) receive(a *attempt, resp proto.Message, err error, viewRev i
 		a.state = attemptOK
 	case errors.Is(err, engine.ErrTimeout):
 		a.state = attemptIndefinite
-	case errors.Is(err, engine.ErrNoLeader), errors.Is(err, engine.ErrTooManyRequests), errors.Is(err, errNotReady):
+	case errors.Is(err, engine.ErrNoLeader), errors.Is(err, engine.ErrTooManyRequests), errors.Is(err, errNotReady),
+		errors.Is(err, errLearnerRefused):
 		a.state = attemptRefused
 	default:
 		a.state = attemptOK

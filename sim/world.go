@@ -24,6 +24,7 @@ const (
 	evUnpause
 	evLiveness
 	evSnapshot
+	evMember
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -113,6 +114,7 @@ type World struct {
 	work    *workload
 	chk     *checker
 	live    *liveness
+	ops     *operator
 	fault   rng
 
 	// failure is the first violation found; the run stops there.
@@ -137,6 +139,8 @@ type Stats struct {
 	Snapshots  int
 	// Installed counts the snapshots members received from a leader.
 	Installed int
+	// Members are the membership changes' figures.
+	Members MemberStats
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -171,6 +175,7 @@ func (r Result) Line() string {
 	s := r.Stats
 	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
 		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
+	figures += s.Members.String()
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
 	}
@@ -211,8 +216,9 @@ func newWorld(opts Options) *World {
 	w := &World{opts: opts, trace: 14695981039346656037, fault: newRNG(opts.Seed, streamFault)}
 	w.chk = newChecker(w)
 	w.net = newNetwork(w)
+	w.ops = newOperator(w)
 	for i := range opts.Members {
-		w.members = append(w.members, newMember(w, i))
+		w.members = append(w.members, newMember(w, i, w.fault))
 	}
 	w.work = newWorkload(w)
 	return w
@@ -262,12 +268,13 @@ func (w *World) start() {
 		m.boot()
 	}
 	w.work.start()
+	w.ops.start()
 	w.after(nemesisInterval, evNemesis, -1, w.nemesis)
 	w.at(w.opts.Safety, evLiveness, -1, w.startLiveness)
 }
 
-// quorum is the size of a majority.
-func (w *World) quorum() int { return len(w.members)/2 + 1 }
+// quorum is the size of a majority of the voters.
+func (w *World) quorum() int { return w.ops.voterCount()/2 + 1 }
 
 // nemesis rolls the process and network faults once a second.
 func (w *World) nemesis() {
