@@ -246,16 +246,12 @@ func (op *operator) boot(i int) {
 
 // inDoubt reports whether a call may still change the membership: sent
 // and not answered, or proposed and not seen in the committed log. With
-// blocking, a doubtful addition or update stops counting once it is old
-// (its proposal was most likely lost), a removal or promotion never does:
-// one committing late could break the bounds the operator keeps.
+// blocking, a doubtful call stops counting once it is old: its proposal
+// was most likely lost (raft drops a conf change proposed while another
+// is unapplied), and act counts the worst it could still do.
 func (op *operator) inDoubt(blocking bool) bool {
 	for _, c := range op.calls {
-		if !op.doubtful(c) {
-			continue
-		}
-		old := op.w.now-c.sent > operatorStaleAfter
-		if !blocking || !old || c.kind == changeRemove || c.kind == changePromote {
+		if op.doubtful(c) && (!blocking || op.w.now-c.sent <= operatorStaleAfter) {
 			return true
 		}
 	}
@@ -273,11 +269,12 @@ func (op *operator) doubtful(c *memberCall) bool {
 	return !committed
 }
 
-// doubtfulTargets are the members a doubtful call is about.
-func (op *operator) doubtfulTargets() []int {
+// doubtfulTargets are the members a doubtful call of kind k is about, all
+// kinds with k < 0.
+func (op *operator) doubtfulTargets(k changeKind) []int {
 	var out []int
 	for _, c := range op.calls {
-		if op.doubtful(c) && c.target >= 0 {
+		if op.doubtful(c) && c.target >= 0 && (k < 0 || c.kind == k) {
 			out = append(out, c.target)
 		}
 	}
@@ -290,26 +287,31 @@ func (op *operator) healthy(i int) bool {
 	return !op.w.opts.faulty(i) && !op.w.members[i].failed
 }
 
-// act makes one change, drawn by the mix among those that apply.
+// act makes one change, drawn by the mix among those that apply. The
+// bounds count the worst that old doubtful calls may still do: their
+// removals as done, their promotions as done.
 func (op *operator) act() {
 	w := op.w
 	voters, learners := op.model.voters(), op.model.learners()
+	promoting, removing := op.doubtfulTargets(changePromote), op.doubtfulTargets(changeRemove)
 	var weights [changeKinds]uint32
-	if len(learners) == 0 && len(voters) <= votersMax && len(op.peers)-w.opts.Members < membersAddedMax {
+	if len(learners) == 0 && len(voters) <= votersMax && len(op.doubtfulTargets(changeAdd)) == 0 &&
+		len(op.peers)-w.opts.Members < membersAddedMax {
 		weights[changeAdd] = op.o.Mix[changeAdd]
 	}
 	var promotable []uint64
 	for _, id := range learners {
-		if op.peers[id-1].booted && len(voters) < votersMax {
+		if op.peers[id-1].booted && len(voters)+len(promoting) < votersMax {
 			promotable = append(promotable, id)
 		}
 	}
 	if len(promotable) > 0 {
 		weights[changePromote] = op.o.Mix[changePromote]
 	}
+	remaining := slices.DeleteFunc(slices.Clone(voters), func(id uint64) bool { return slices.Contains(removing, int(id-1)) })
 	removable := slices.Clone(learners)
-	for _, id := range voters {
-		if op.removable(voters, id) {
+	for _, id := range remaining {
+		if op.removable(remaining, id) {
 			removable = append(removable, id)
 		}
 	}
@@ -621,7 +623,7 @@ func (op *operator) coreCandidates() (voters, joinCore []int) {
 		return voters, nil
 	}
 	doubt := op.inDoubt(false)
-	targets := op.doubtfulTargets()
+	targets := op.doubtfulTargets(-1)
 	for i, m := range op.w.members {
 		if m.failed || !op.peers[i].booted || op.isVoter(i) {
 			continue
