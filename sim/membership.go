@@ -558,11 +558,16 @@ func (op *operator) rejects(m, from *member, fromInc uint64) bool {
 	return true
 }
 
-// retire stops a removed member for good.
+// retire stops a removed member for good. Its state as it stops is
+// compared with the other members' at the same applied index: what a
+// removed member holds must be a prefix of the cluster's history.
 func (op *operator) retire(m *member, why string) {
 	p := op.peers[m.idx]
 	if p.retired {
 		return
+	}
+	if applied := m.node.Status().Applied; m.view != nil && applied > 0 && applied <= uint64(len(op.w.chk.committed)) {
+		op.w.chk.sampleHash(m, applied)
 	}
 	p.retired = true
 	op.endpoints = nil
