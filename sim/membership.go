@@ -289,7 +289,8 @@ func (op *operator) healthy(i int) bool {
 
 // act makes one change, drawn by the mix among those that apply. The
 // bounds count the worst that old doubtful calls may still do: their
-// removals as done, their promotions as done.
+// promotions as done, their removals as done or not, in every
+// combination.
 func (op *operator) act() {
 	w := op.w
 	voters, learners := op.model.voters(), op.model.learners()
@@ -308,10 +309,9 @@ func (op *operator) act() {
 	if len(promotable) > 0 {
 		weights[changePromote] = op.o.Mix[changePromote]
 	}
-	remaining := slices.DeleteFunc(slices.Clone(voters), func(id uint64) bool { return slices.Contains(removing, int(id-1)) })
 	removable := slices.Clone(learners)
-	for _, id := range remaining {
-		if op.removable(remaining, id) {
+	for _, id := range voters {
+		if !slices.Contains(removing, int(id-1)) && op.removable(voters, removing, id) {
 			removable = append(removable, id)
 		}
 	}
@@ -377,19 +377,33 @@ func (op *operator) mistake(voters, members []uint64) *raftpb.ConfChange {
 	return confChange(raftpb.ConfChangeUpdateNode, a, engine.EncodeMember(&pb.Member{ID: a, PeerURLs: urls}))
 }
 
-// removable reports whether voter id may be removed: at least votersMin
-// voters remain, and a majority of them have disks that do not fail.
-func (op *operator) removable(voters []uint64, id uint64) bool {
-	if len(voters)-1 < votersMin {
+// removable reports whether voter id may be removed: whichever of the
+// doubtful removals (of members removing) commit as well, at least
+// votersMin voters remain, and a majority of them have disks that do not
+// fail. A removal committing late must not leave a majority that can
+// fail: its target may be a healthy member when the one removed since is
+// not.
+func (op *operator) removable(voters []uint64, removing []int, id uint64) bool {
+	if len(removing) > removingMax {
 		return false
 	}
-	healthy := 0
-	for _, v := range voters {
-		if v != id && op.healthy(int(v-1)) {
-			healthy++
+	for subset := range 1 << len(removing) {
+		left, healthy := 0, 0
+		for _, v := range voters {
+			k := slices.Index(removing, int(v-1))
+			if v == id || k >= 0 && subset&(1<<k) != 0 {
+				continue
+			}
+			left++
+			if op.healthy(int(v - 1)) {
+				healthy++
+			}
+		}
+		if left < votersMin || healthy < left/2+1 {
+			return false
 		}
 	}
-	return healthy >= (len(voters)-1)/2+1
+	return true
 }
 
 func confChange(t raftpb.ConfChangeType, id uint64, ctx []byte) *raftpb.ConfChange {
