@@ -42,6 +42,31 @@ const (
 	// rangeKeysMax bounds the keys a range read or delete spans.
 	rangeKeysMax = 8
 
+	// leaseKeptMax bounds the leases one lease client keeps alive at once.
+	leaseKeptMax = 8
+	// leaseRecentMax is how many of its newest leases a lease client picks
+	// from for an attach, keepalive, revoke or TTL.
+	leaseRecentMax = 4
+	// leaseRegrantPPM of grants ask for an ID the client granted before;
+	// leaseUnknownPPM of lease picks name a lease never granted;
+	// leaseDetachPPM of attaches put the key with no lease.
+	leaseRegrantPPM = 50_000
+	leaseUnknownPPM = 30_000
+	leaseDetachPPM  = 100_000
+	// leaseRevokeRetry is how long the leader waits before it proposes the
+	// revoke of an expired lease again (the engine's
+	// leaseExpiredRetryInterval).
+	leaseRevokeRetry = 3 * time.Second
+	// leaseCommitSlack is how long a quiet cluster may take to commit a
+	// revoke the leader proposed: a few network delays and fsyncs, a gray
+	// (slow) fsync excepted, which disturbs the window.
+	leaseCommitSlack = 500 * time.Millisecond
+	// leaseLateBound is how much later than its TTL after its last renewal
+	// a lease may be revoked in a quiet window (leasecheck.go): a new
+	// leader's extension (an election timeout), one revoke retry, a tick of
+	// granularity, and the commit; drift is added per lease.
+	leaseLateBound = electionTicks*tickInterval + leaseRevokeRetry + tickInterval + leaseCommitSlack
+
 	// opsMax bounds the client operations of one run, so a runaway workload
 	// cannot exhaust memory.
 	opsMax = 200_000

@@ -666,10 +666,14 @@ func (m *member) request(a *attempt) {
 		case op.read != nil && op.serializable:
 			m.serveRead(a)
 			return
-		case op.read != nil:
+		case op.read != nil, op.write == nil:
+			// A linearizable read, keepalive or TTL waits for a read barrier,
+			// which confirms the leadership a keepalive needs (etcd's
+			// ensureLeadership) as the server's does.
 		default:
 			w := op.write
-			r.Op = &pb.InternalRaftRequest{Put: w.Put, DeleteRange: w.DeleteRange, Txn: w.Txn, Compaction: w.Compaction}
+			r.Op = &pb.InternalRaftRequest{Put: w.Put, DeleteRange: w.DeleteRange, Txn: w.Txn, Compaction: w.Compaction,
+				LeaseGrant: w.LeaseGrant, LeaseRevoke: w.LeaseRevoke}
 		}
 		id, err := m.node.Submit(r)
 		if err != nil {
@@ -689,11 +693,51 @@ func (m *member) answered(r engine.Response) {
 		return
 	}
 	delete(m.calls, r.ID)
-	if a.op.read != nil && r.Err == nil {
+	switch {
+	case a.op.read != nil && r.Err == nil:
 		m.serveRead(a)
+		return
+	case a.op.write == nil && r.Err == nil:
+		m.serveLease(a)
 		return
 	}
 	m.w.work.reply(a, r.Result, r.Err, 0)
+}
+
+// serveLease serves a keepalive or a TTL after its read barrier, from
+// the leader's memory, as the server does; any other member answers
+// engine.ErrNotLeader.
+func (m *member) serveLease(a *attempt) {
+	if m.view == nil {
+		m.w.work.reply(a, nil, errNotReady, 0)
+		return
+	}
+	o := a.op
+	rev := m.view.Rev()
+	hdr := &pb.ResponseHeader{Revision: rev}
+	if o.lease == leaseKeepAlive {
+		var ttl int64
+		var err error
+		if m.w.opts.Bugs.KeepAliveWithoutRenew {
+			var st engine.LeaseStatus
+			st, err = m.node.LeaseTimeToLive(o.leaseID, false)
+			ttl = st.GrantedTTL
+		} else {
+			ttl, err = m.node.Renew(o.leaseID)
+		}
+		if err == nil {
+			m.w.chk.renewed(o.leaseID)
+		}
+		m.w.work.reply(a, &pb.LeaseKeepAliveResponse{Header: hdr, ID: o.leaseID, TTL: ttl}, err, rev)
+		return
+	}
+	st, err := m.node.LeaseTimeToLive(o.leaseID, o.withKeys)
+	resp := &pb.LeaseTimeToLiveResponse{Header: hdr, ID: o.leaseID, TTL: st.TTL, GrantedTTL: st.GrantedTTL, Keys: st.Keys}
+	if errors.Is(err, engine.ErrLeaseNotFound) {
+		// The server answers TTL -1, not an error, as etcd does.
+		resp, err = &pb.LeaseTimeToLiveResponse{Header: hdr, ID: o.leaseID, TTL: -1}, nil
+	}
+	m.w.work.reply(a, resp, err, rev)
 }
 
 // serveRead serves a read from the newest published view, as the server
