@@ -85,9 +85,15 @@ func (c *checker) afterAdvance(m *member) {
 	w := c.w
 	st := m.node.Status()
 	if st.Leader == m.id {
-		if l, ok := c.leaders[st.Term]; ok && l != m.id {
+		l, ok := c.leaders[st.Term]
+		if ok && l != m.id {
 			w.fail("election safety", fmt.Sprintf("members %d and %d both led term %d", l, m.id, st.Term))
 			return
+		}
+		if !ok {
+			// A new leader: the cluster had none for a while, and it
+			// extends every lease.
+			w.disturb(w.now, w.now)
 		}
 		c.leaders[st.Term] = m.id
 	}

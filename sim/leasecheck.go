@@ -257,9 +257,51 @@ func (c *checker) checkTTL(a *attempt) {
 	}
 }
 
-// checkLate is the late half of the lease checker; see the comment at
-// the top of the file.
-func (c *checker) checkLate() {}
+// leaseLateMargin is what leaseLateBound leaves out, for a lease of ttl
+// seconds in this run: the tick a renewal may fall short of, drift, and
+// the time a quiet cluster takes to commit the revoke (a round trip of
+// the slowest message delays, and the fsyncs on the way: one the leader
+// may be waiting for when it proposes, its own and a follower's, and
+// one more for the follower's ack).
+func (c *checker) leaseLateMargin(ttl int64) time.Duration {
+	o := c.w.opts
+	d := time.Duration(o.Faults.DriftPPM)
+	commit := 2*(o.Net.DelayMin+10*o.Net.DelayMean) + 4*10*o.Disk.SyncMean
+	return tickInterval + (tickInterval+time.Duration(ttl)*time.Second)*d/ppmMax + commit
+}
+
+// checkLate requires every lease to be revoked within its TTL plus
+// leaseLateBound and leaseLateMargin after its last renewal (or its
+// grant), when nothing disturbed the cluster over that window and it ended
+// in the safety phase.
+func (c *checker) checkLate() {
+	ids := make([]int64, 0, len(c.gens))
+	for id := range c.gens {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		for _, g := range c.gens[id] {
+			base := g.grantAt
+			for _, r := range c.renewals[id] {
+				if r >= base && (g.revokeIdx == 0 || r <= g.revokeAt) {
+					base = r
+				}
+			}
+			deadline := base + time.Duration(g.ttl)*time.Second + leaseLateBound + c.leaseLateMargin(g.ttl)
+			if g.revokeIdx != 0 && g.revokeAt <= deadline || deadline >= c.w.opts.Safety || !c.w.quiet(base, deadline) {
+				continue
+			}
+			revoked := "not revoked"
+			if g.revokeIdx != 0 {
+				revoked = fmt.Sprintf("revoked at entry %d at %v", g.revokeIdx, g.revokeAt)
+			}
+			c.w.fail("lease expiry", fmt.Sprintf("lease %d (ttl %ds, granted at entry %d at %v), last renewed at %v, was %s: in a quiet cluster it must be revoked by %v",
+				id, g.ttl, g.grantIdx, g.grantAt, base, revoked, deadline))
+			return
+		}
+	}
+}
 
 func describeLeaseOp(o *op) string {
 	switch o.lease {

@@ -57,15 +57,14 @@ const (
 	// revoke of an expired lease again (the engine's
 	// leaseExpiredRetryInterval).
 	leaseRevokeRetry = 3 * time.Second
-	// leaseCommitSlack is how long a quiet cluster may take to commit a
-	// revoke the leader proposed: a few network delays and fsyncs, a gray
-	// (slow) fsync excepted, which disturbs the window.
-	leaseCommitSlack = 500 * time.Millisecond
 	// leaseLateBound is how much later than its TTL after its last renewal
 	// a lease may be revoked in a quiet window (leasecheck.go): a new
-	// leader's extension (an election timeout), one revoke retry, a tick of
-	// granularity, and the commit; drift is added per lease.
-	leaseLateBound = electionTicks*tickInterval + leaseRevokeRetry + tickInterval + leaseCommitSlack
+	// leader's extension (an election timeout) and one revoke retry; a
+	// tick, drift and the time to commit are added per seed.
+	leaseLateBound = electionTicks*tickInterval + leaseRevokeRetry
+	// disturbSettle is how long a fault disturbs the cluster after it
+	// ends: two election timeouts, the longest randomized one.
+	disturbSettle = 2 * electionTicks * tickInterval
 
 	// opsMax bounds the client operations of one run, so a runaway workload
 	// cannot exhaust memory.

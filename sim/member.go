@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"strings"
@@ -234,7 +235,7 @@ func (m *member) startFailed(what string, err error) {
 		// The process dies: its open files and lock go with it.
 		m.disk = m.disk.Crash(m.crashRNG.r)
 		m.disk.SetInjector(m.inj)
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 		return
 	}
 	m.w.fail("restart", fmt.Sprintf("member %d: %s: %v", m.id, what, err))
@@ -250,6 +251,7 @@ func (m *member) corruption(err error) bool {
 // never restarted (an operator would replace it).
 func (m *member) failPermanently() {
 	m.w.mix(uint64(evRestart), m.id, 0xdead)
+	m.w.disturb(m.w.now, math.MaxInt64)
 	m.stop()
 	m.failed = true
 	m.w.stats.Corrupted++
@@ -316,10 +318,18 @@ func (m *member) crash(why string) {
 	m.stop()
 	switch {
 	case m.w.phase == phaseSafety:
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 	case m.w.live != nil && m.w.live.core[m.idx]:
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 	}
+}
+
+// scheduleRestart restarts the member after a drawn delay; the cluster is
+// disturbed meanwhile.
+func (m *member) scheduleRestart() {
+	d := m.w.restartDelay()
+	m.w.disturb(m.w.now, m.w.now+d)
+	m.w.after(d, evRestart, m.idx, m.restart)
 }
 
 // pause freezes the process for d: it neither ticks nor handles messages,
@@ -327,6 +337,7 @@ func (m *member) crash(why string) {
 func (m *member) pause(d time.Duration) {
 	m.w.stats.Pauses++
 	until := m.w.now + d
+	m.w.disturb(m.w.now, until)
 	m.pausedUntil = until
 	inc := m.incarnation
 	m.w.at(until, evUnpause, m.idx, func() {

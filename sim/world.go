@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -114,6 +115,13 @@ type World struct {
 	chk     *checker
 	live    *liveness
 	fault   rng
+
+	// disturbed are the windows in which a fault, or the election after
+	// one, may have delayed the cluster, each extended by disturbSettle;
+	// the lease checker expects timely expiry only outside them.
+	// Invariant: from is non-decreasing, but for partitions, which are
+	// recorded when they heal.
+	disturbed []window
 
 	// failure is the first violation found; the run stops there.
 	failure *Violation
@@ -234,6 +242,34 @@ func (w *World) mix(words ...uint64) {
 		h *= 1099511628211
 	}
 	w.trace = h
+}
+
+// window is the time window [from, to].
+type window struct{ from, to time.Duration }
+
+// disturb records that the cluster was disturbed over [from, to], and
+// for disturbSettle after: long enough for an election to start and end.
+// A window that overlaps the last one joins it, so that a steady fault
+// (drops) keeps the record short.
+func (w *World) disturb(from, to time.Duration) {
+	if to < math.MaxInt64-disturbSettle {
+		to += disturbSettle
+	}
+	if k := len(w.disturbed); k > 0 && from >= w.disturbed[k-1].from && from <= w.disturbed[k-1].to {
+		w.disturbed[k-1].to = max(w.disturbed[k-1].to, to)
+		return
+	}
+	w.disturbed = append(w.disturbed, window{from, to})
+}
+
+// quiet reports whether nothing disturbed the cluster over [from, to].
+func (w *World) quiet(from, to time.Duration) bool {
+	for _, d := range w.disturbed {
+		if d.from <= to && d.to >= from {
+			return false
+		}
+	}
+	return true
 }
 
 // at schedules fn at time t.
