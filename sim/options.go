@@ -303,8 +303,8 @@ func (o Options) String() string {
 	for k, x := range l.Mix {
 		lmix = append(lmix, fmt.Sprintf("%s=%d", leaseOpKind(k), x))
 	}
-	fmt.Fprintf(&b, "  leases: clients=%d rate=%d/s keys=%d ttl<=%ds mix=[%s] keep=%dppm stop=%dppm/round",
-		l.Clients, l.Rate, l.Keys, l.TTLMax, strings.Join(lmix, " "), l.KeepPPM, l.StopPPM)
+	fmt.Fprintf(&b, "  leases: clients=%d rate=%d/s keys=%d ttl<=%ds mix=[%s] keep=%dppm stop=%dppm/round late-bound=ttl+%v",
+		l.Clients, l.Rate, l.Keys, l.TTLMax, strings.Join(lmix, " "), l.KeepPPM, l.StopPPM, leaseLateBound)
 	return b.String()
 }
 
