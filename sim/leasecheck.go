@@ -61,12 +61,16 @@ func (g *leaseGen) aliveIn(from, to time.Duration) bool {
 func (c *checker) observeLease(i uint64, id uint64, req *pb.InternalRaftRequest, resp proto.Message) {
 	switch {
 	case req.LeaseGrant != nil:
+		c.w.stats.Leases++
 		r := resp.(*pb.LeaseGrantResponse)
 		c.gens[r.ID] = append(c.gens[r.ID], &leaseGen{id: r.ID, ttl: r.TTL, grantIdx: i, grantAt: c.w.now})
 	case req.LeaseRevoke != nil:
 		gs := c.gens[req.LeaseRevoke.ID]
 		g := gs[len(gs)-1]
 		g.revokeIdx, g.revokeAt, g.expired = i, c.w.now, id == 0
+		if g.expired {
+			c.w.stats.Expired++
+		}
 	}
 }
 
@@ -289,7 +293,10 @@ func (c *checker) checkLate() {
 				}
 			}
 			deadline := base + time.Duration(g.ttl)*time.Second + leaseLateBound + c.leaseLateMargin(g.ttl)
-			if g.revokeIdx != 0 && g.revokeAt <= deadline || deadline >= c.w.opts.Safety || !c.w.quiet(base, deadline) {
+			if deadline >= c.w.opts.Safety || !c.w.quiet(base, deadline) {
+				continue
+			}
+			if c.w.stats.Quiet++; g.revokeIdx != 0 && g.revokeAt <= deadline {
 				continue
 			}
 			revoked := "not revoked"

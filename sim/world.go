@@ -145,6 +145,10 @@ type Stats struct {
 	Snapshots  int
 	// Installed counts the snapshots members received from a leader.
 	Installed int
+	// Leases counts the committed grants; Expired the leases the leader
+	// revoked on expiry; Quiet the leases whose expiry window no fault
+	// disturbed, which the late lease check covered.
+	Leases, Expired, Quiet int
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -177,8 +181,8 @@ type Result struct {
 // Line is the one-line summary `basalt sim` prints for the run.
 func (r Result) Line() string {
 	s := r.Stats
-	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
-		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
+	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d leases=%d expired=%d quiet=%d",
+		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.Leases, s.Expired, s.Quiet)
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
 	}
