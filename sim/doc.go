@@ -51,6 +51,17 @@
 // record: recovery cannot tell the rot of the newest synced batch from a
 // torn write (raftlog's doc), and a member that finds rot stops for good.
 //
+// # Leases
+//
+// Most seeds also run lease clients (lease.go), drawn from streams of
+// their own: they grant leases with IDs of their own choosing and TTLs of
+// a few seconds, attach keys of a key space of their own (puts and
+// Kubernetes-style compare-and-sets), keep some leases alive with a
+// keepalive every TTL/3 as clientv3 does and let the others expire,
+// revoke some and ask their TTL. A keepalive or TTL waits for a read
+// barrier and is answered from the leader's memory, as the server does;
+// any other member answers not-leader and the client tries another.
+//
 // # Checkers
 //
 // After every Advance (check.go): at most one leader per term; the member's
@@ -64,6 +75,13 @@
 // engine/mvcc) gives; linearizable answers never show a revision older
 // than one given before they were asked; porcupine finds each key's
 // history linearizable; the converged members hold the model's state.
+// The lease checker (leasecheck.go) checks the answers the log does not
+// give (keepalives, TTLs) against the lease lives the log gives, that no
+// lease is revoked by expiry or found expired before TTL (less a tick and
+// drift) after the sending of a grant or keepalive that was acknowledged,
+// and that, in any window no fault disturbed, every lease is revoked
+// within TTL plus an election timeout and a revoke retry (plus a tick,
+// drift and the time to commit) of its last renewal.
 //
 // # Liveness
 //
@@ -71,5 +89,7 @@
 // core (liveness.go): restarted, unpaused, fully connected, with fast
 // faultless disks and network; the others stay down. Within 10 simulated
 // seconds it must elect a leader, commit a probe write, answer every
-// client and converge to equal state.
+// client and converge to equal state; with lease clients, no one keeps a
+// lease alive any more, and within the longest TTL plus an election
+// timeout and a revoke retry more every lease must be revoked.
 package sim

@@ -18,11 +18,13 @@ const (
 	streamOptDisk    Stream = 3
 	streamOptFault   Stream = 4
 	streamOptWork    Stream = 5
+	streamOptLease   Stream = 6
 	streamNet        Stream = 16
 	streamFault      Stream = 17
 	streamWork       Stream = 18
 	streamRaftCrypto Stream = 19
 	streamCheck      Stream = 20
+	streamLease      Stream = 21
 	// streamDisk + i drives member i's disk faults, streamCrash + i the
 	// outcomes of its crashes, streamEngine + i its engine's request IDs.
 	streamDisk   Stream = 1 << 8
