@@ -205,6 +205,12 @@ func Range(r rangeReader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.KeysOnly {
+		// etcd 3.7 answers keys_only from its index, which holds no lease.
+		for _, kv := range res.KVs {
+			kv.Lease = 0
+		}
+	}
 	return &pb.RangeResponse{
 		Header: &pb.ResponseHeader{Revision: res.Rev},
 		Kvs:    res.KVs,

@@ -205,7 +205,7 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")), PrevKv: d.HasArg("prev-kv"),
 		}}))
 	case "range":
-		// Example: range k=a [end=c] [rev=2] [limit=1] [serializable]
+		// Example: range k=a [end=c] [rev=2] [limit=1] [serializable] [keys-only]
 		if !d.HasArg("serializable") {
 			if r := h.do(Request{}); r.Err != nil {
 				return "error: " + r.Err.Error()
@@ -213,7 +213,7 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		}
 		resp, err := Range(h.view, &pb.RangeRequest{
 			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")),
-			Revision: intArg(d, "rev"), Limit: intArg(d, "limit"),
+			Revision: intArg(d, "rev"), Limit: intArg(d, "limit"), KeysOnly: d.HasArg("keys-only"),
 		})
 		if err != nil {
 			return "error: " + err.Error()
