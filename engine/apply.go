@@ -205,8 +205,9 @@ func Range(r rangeReader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.KeysOnly {
-		// etcd 3.7 answers keys_only from its index, which holds no lease.
+	if req.KeysOnly && req.SortTarget != pb.RangeRequest_VALUE {
+		// etcd 3.7 answers these from its index, which holds no lease; to
+		// sort by value it reads the values, and their leases with them.
 		for _, kv := range res.KVs {
 			kv.Lease = 0
 		}
