@@ -22,6 +22,7 @@ var (
 func (n *Node) apply(ent *raftpb.Entry) {
 	assert(ent.GetIndex() == n.applied+1, "engine: member %x applies entry %d after %d", n.cfg.ID, ent.GetIndex(), n.applied)
 	n.applied, n.appliedTerm = ent.GetIndex(), ent.GetTerm()
+	n.snap.logBytes += int64(len(ent.GetData()))
 	switch ent.GetType() {
 	case raftpb.EntryNormal:
 		if len(ent.GetData()) == 0 {

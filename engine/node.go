@@ -80,6 +80,15 @@ type Config struct {
 	// SnapshotEntries is how many applied entries after the last snapshot
 	// make the next one due (etcd --snapshot-count); 0 means 10000.
 	SnapshotEntries uint64
+	// SnapshotPacedBytes, when positive, paces the snapshots of a large
+	// store: a snapshot also waits until the entries applied since the last
+	// one carry as many bytes as the store then held beyond
+	// SnapshotPacedBytes. A snapshot rewrites the whole store, so without
+	// this a store that keeps growing would cost more to snapshot, per
+	// entry, the larger it got; with it, snapshots of a store larger than
+	// SnapshotPacedBytes write about as much as the log does. 0 turns it
+	// off.
+	SnapshotPacedBytes int64
 	// QuotaBytes is the size the store may reach (etcd
 	// --quota-backend-bytes, measured on the bytes the store holds); 0 turns
 	// the check at apply off. Members may differ: it only decides the error
@@ -228,6 +237,10 @@ type snapSchedule struct {
 	// inflight is the job handed out and not yet reported done.
 	// Invariant: inflight.Meta.Index > index when it was handed out.
 	inflight *SnapshotJob
+	// logBytes is the data of the entries applied since the last job was
+	// handed out, or the snapshot the node started from or installed, and
+	// storeBytes what the store held then (Config.SnapshotPacedBytes).
+	logBytes, storeBytes int64
 }
 
 type deadline struct {
@@ -304,6 +317,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.snap.index = meta.GetIndex()
 	n.snap.due = meta.GetIndex() + n.snap.entries
+	n.snap.storeBytes = n.store.Bytes()
 	last, err := cfg.Log.LastIndex()
 	if err != nil {
 		return nil, fmt.Errorf("engine: reading the log's last index: %w", err)

@@ -55,6 +55,13 @@ const (
 	grpcOverheadBytes = 512 * 1024
 	// quotaBytesDefault is the quota when --quota-backend-bytes is 0.
 	quotaBytesDefault = 2 << 30
+	// snapshotPacedBytes is the store size from which snapshots are paced
+	// by the bytes the log took since the last one, not only by
+	// --snapshot-count (engine.Config.SnapshotPacedBytes): a snapshot
+	// rewrites the whole store, which etcd's does not (its store is the
+	// backend file), and the log a restart replays stays within about the
+	// store's size.
+	snapshotPacedBytes = 8 << 20
 )
 
 // Member is one running basalt member: its engine loop and its client
@@ -139,6 +146,7 @@ func (m *Member) open() error {
 		Rand:                mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 		Logger:              m.lg,
 		SnapshotEntries:     m.cfg.SnapshotCount,
+		SnapshotPacedBytes:  snapshotPacedBytes,
 		QuotaBytes:          m.quotaBytes(),
 	})
 	if err != nil {
