@@ -190,6 +190,11 @@ type Node struct {
 	// pending holds the submitted, unanswered requests.
 	// Invariant: len(pending) <= requestsPendingMax.
 	pending map[ID]struct{}
+	// proposed holds the pending requests this member proposed, with the
+	// bytes it proposed, so that applying those bytes can use the request
+	// instead of decoding them (see apply).
+	// Invariant: every key is in pending.
+	proposed map[ID]proposal
 	// deadlines lists pending requests in submission order with the tick
 	// at which they time out; answered ones are skipped when reached.
 	// Invariant: deadlines[deadlinesHead:] holds at most
@@ -243,6 +248,12 @@ type snapSchedule struct {
 	logBytes, storeBytes int64
 }
 
+// proposal is a request as this member proposed it: op encoded is data.
+type proposal struct {
+	data []byte
+	op   *etcdserverpb.InternalRaftRequest
+}
+
 type deadline struct {
 	id   ID
 	tick uint64
@@ -287,11 +298,12 @@ func NewNode(cfg Config) (*Node, error) {
 		logger = zap.NewNop()
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     logger,
-		store:   mvcc.New(),
-		idNext:  cfg.Rand.Uint64(),
-		pending: make(map[ID]struct{}),
+		cfg:      cfg,
+		log:      logger,
+		store:    mvcc.New(),
+		idNext:   cfg.Rand.Uint64(),
+		pending:  make(map[ID]struct{}),
+		proposed: make(map[ID]proposal),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -419,6 +431,7 @@ func (n *Node) Submit(r Request) (ID, error) {
 			}
 			return 0, fmt.Errorf("engine: proposing: %w", err)
 		}
+		n.proposed[id] = proposal{data: data, op: r.Op}
 	}
 	n.pending[id] = struct{}{}
 	n.deadlines = append(n.deadlines, deadline{id: id, tick: n.ticks + uint64(n.cfg.RequestTimeoutTicks)})
@@ -524,6 +537,7 @@ func (n *Node) answer(r Response) {
 		return
 	}
 	delete(n.pending, r.ID)
+	delete(n.proposed, r.ID)
 	n.outbox = append(n.outbox, r)
 }
 
