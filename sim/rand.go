@@ -23,6 +23,7 @@ const (
 	streamWork       Stream = 18
 	streamRaftCrypto Stream = 19
 	streamCheck      Stream = 20
+	streamWatch      Stream = 21
 	// streamDisk + i drives member i's disk faults, streamCrash + i the
 	// outcomes of its crashes, streamEngine + i its engine's request IDs.
 	streamDisk   Stream = 1 << 8

@@ -24,6 +24,7 @@ const (
 	evUnpause
 	evLiveness
 	evSnapshot
+	evWatch
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -113,6 +114,7 @@ type World struct {
 	work    *workload
 	chk     *checker
 	live    *liveness
+	watch   *watchSim
 	fault   rng
 
 	// failure is the first violation found; the run stops there.
@@ -137,6 +139,8 @@ type Stats struct {
 	Snapshots  int
 	// Installed counts the snapshots members received from a leader.
 	Installed int
+	// WatchEvents counts the events the simulated watchers received and checked.
+	WatchEvents int
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -169,8 +173,8 @@ type Result struct {
 // Line is the one-line summary `basalt sim` prints for the run.
 func (r Result) Line() string {
 	s := r.Stats
-	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
-		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
+	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d watched=%d",
+		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.WatchEvents)
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
 	}
@@ -215,6 +219,7 @@ func newWorld(opts Options) *World {
 		w.members = append(w.members, newMember(w, i))
 	}
 	w.work = newWorkload(w)
+	w.watch = newWatchSim(w)
 	return w
 }
 
@@ -262,6 +267,7 @@ func (w *World) start() {
 		m.boot()
 	}
 	w.work.start()
+	w.watch.start()
 	w.after(nemesisInterval, evNemesis, -1, w.nemesis)
 	w.at(w.opts.Safety, evLiveness, -1, w.startLiveness)
 }
