@@ -162,7 +162,11 @@ func (ws *watchSim) create() {
 		sw.key = []byte(wl.key(ws.rng.intN(nkeys)))
 	case 1:
 		lo := ws.rng.intN(nkeys)
-		sw.key, sw.end = []byte(wl.key(lo)), []byte(wl.key(lo+1+ws.rng.intN(rangeKeysMax)))
+		hi := lo + 1 + ws.rng.intN(rangeKeysMax)
+		sw.key, sw.end = []byte(wl.key(lo)), []byte(wl.key(hi))
+		if hi >= nkeys {
+			sw.end = []byte{0} // wl.key(hi) need not sort after the key space
+		}
 	default:
 		sw.key, sw.end = []byte(wl.key(ws.rng.intN(nkeys))), []byte{0}
 	}
@@ -248,8 +252,14 @@ func (ws *watchSim) step(sw *simWatcher) {
 	if m.paused() {
 		return
 	}
+	take := watchTakeResponsesMax
+	if sw.slow {
+		// A slow client reads a little, rarely: its queue fills and the hub moves it to the
+		// unsynced set, to catch up from the history.
+		take = 8
+	}
 	if !sw.slow || ws.rng.intN(50) == 0 {
-		for _, r := range h.Take(sw.stream, int(ws.rng.between(1, watchTakeResponsesMax))) {
+		for _, r := range h.Take(sw.stream, int(ws.rng.between(1, int64(take)))) {
 			ws.check(sw, m, r)
 			if ws.w.failure != nil {
 				return
