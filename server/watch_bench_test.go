@@ -160,7 +160,7 @@ func benchFanout(b *testing.B, watchers int, paced bool) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	m.watch.mu.Lock()
-	behind := len(m.watch.unsynced)
+	behind := m.watch.core.Unsynced()
 	m.watch.mu.Unlock()
 	cancel()
 	wg.Wait()

@@ -332,7 +332,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 		seen += len(r.Events)
 	}
 	m.watch.mu.Lock()
-	behind := len(m.watch.unsynced)
+	behind := m.watch.core.Unsynced()
 	m.watch.mu.Unlock()
 	if behind != 1 {
 		t.Fatalf("%d unsynced watchers, want the slow one", behind)

@@ -245,5 +245,8 @@ func (w *World) finish() {
 	w.phase = phaseDone
 	if !w.stats.Unrecoverable {
 		w.chk.final()
+		if w.failure == nil {
+			w.watch.final()
+		}
 	}
 }

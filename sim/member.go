@@ -544,6 +544,9 @@ func (m *member) complete(rd engine.Ready) {
 	if m.w.failure != nil || !m.up {
 		return
 	}
+	if out.View != nil {
+		m.w.watch.published(m)
+	}
 	for _, r := range out.Responses {
 		m.answered(r)
 	}

@@ -29,6 +29,7 @@ const (
 	streamCheck       Stream = 20
 	streamLease       Stream = 21
 	streamOperator    Stream = 22
+	streamWatch       Stream = 23
 	// streamDisk + i drives member i's disk faults, streamCrash + i the
 	// outcomes of its crashes, streamEngine + i its engine's request IDs.
 	streamDisk   Stream = 1 << 8

@@ -26,6 +26,7 @@ const (
 	evLiveness
 	evSnapshot
 	evMember
+	evWatch
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -116,6 +117,7 @@ type World struct {
 	chk     *checker
 	live    *liveness
 	ops     *operator
+	watch   *watchSim
 	fault   rng
 
 	// disturbed are the windows in which a fault, or the election after
@@ -153,6 +155,8 @@ type Stats struct {
 	Leases, Expired, Quiet int
 	// Members are the membership changes' figures.
 	Members MemberStats
+	// WatchEvents counts the events the simulated watchers received and checked.
+	WatchEvents int
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -185,8 +189,8 @@ type Result struct {
 // Line is the one-line summary `basalt sim` prints for the run.
 func (r Result) Line() string {
 	s := r.Stats
-	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d leases=%d expired=%d quiet=%d",
-		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.Leases, s.Expired, s.Quiet)
+	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d leases=%d expired=%d quiet=%d watched=%d",
+		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.Leases, s.Expired, s.Quiet, s.WatchEvents)
 	figures += s.Members.String()
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
@@ -233,6 +237,7 @@ func newWorld(opts Options) *World {
 		w.members = append(w.members, newMember(w, i, w.fault))
 	}
 	w.work = newWorkload(w)
+	w.watch = newWatchSim(w)
 	return w
 }
 
@@ -309,6 +314,7 @@ func (w *World) start() {
 	}
 	w.work.start()
 	w.ops.start()
+	w.watch.start()
 	w.after(nemesisInterval, evNemesis, -1, w.nemesis)
 	w.at(w.opts.Safety, evLiveness, -1, w.startLiveness)
 }
