@@ -103,6 +103,15 @@ func (ki *keyIndex) retained(compactRev, rev int64) []version {
 	return vers[i:j]
 }
 
+// carried returns the versions a snapshot carries: those retained at compactRev, and every
+// change made at compactRev itself (tombstones too), which compaction keeps (etcd keeps such a
+// tombstone until its next compaction) so that a watch may start at compactRev, also after a
+// restart.
+func (ki *keyIndex) carried(compactRev, rev int64) []version {
+	vers := ki.versions()
+	return vers[physicalCut(vers, compactRev):firstAfter(vers, rev)]
+}
+
 // find returns the version with mod revision r, or nil.
 func (ki *keyIndex) find(r Revision) *version {
 	vers := ki.versions()

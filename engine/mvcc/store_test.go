@@ -180,7 +180,7 @@ func TestBytes(t *testing.T) {
 	}
 	var extra int64
 	s.st.visitAll("", func(ki *keyIndex) bool {
-		vs := ki.retained(s.st.compactRev, s.st.rev)
+		vs := ki.carried(s.st.compactRev, s.st.rev)
 		if len(vs) == 0 {
 			extra += keyOverheadBytes + int64(len(ki.key))
 		}
