@@ -102,6 +102,21 @@
 // too). The liveness core is drawn from the final voters, and takes every
 // member a change still in doubt may need.
 //
+// Watchers (watch.go, on their own random stream) live on each member's
+// engine/watch hub, which the member feeds with every new view. They start
+// now, in the past (compacted or not) or in the future, with filters,
+// prev_kv and progress notifications; some read rarely and fall behind. A
+// crash kills a member's watchers; the client re-creates each on another
+// member from the revision after the last it saw, as clientv3 does. Every
+// response is checked against the committed history as it is taken: events
+// are exactly those asked for from the watcher's next revision through the
+// response's last one (so ordered, unique, gap-free, whole revisions), with
+// prev_kv right or missing only where compacted; a progress notification
+// vouches that nothing at or below it is still due; a compaction cancel
+// comes only when the stream's next revision is really gone, and a start
+// below the compaction revision gets one first. After the run every watcher
+// on the converged core is drained and must reach its member's revision.
+//
 // # Liveness
 //
 // After the safety phase a random majority of intact voters becomes the
