@@ -345,6 +345,8 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 	case "damage-snapshot":
 		// Example: damage-snapshot index=10 — flip a byte in the middle of that snapshot's file.
 		return h.damageSnapshot(uint64(intArg(d, "index")))
+	case "auth", "auth-check", "auth-state":
+		return h.authCmd(d)
 	}
 	t.Fatalf("unknown command %q", d.Cmd)
 	return ""

@@ -135,6 +135,8 @@ type Status struct {
 	Removed bool
 	// RemovedIDs are the members ever removed, ascending; nil when none.
 	RemovedIDs []uint64
+	// Auth is the auth store; it is never modified.
+	Auth *AuthState
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -212,6 +214,9 @@ type Node struct {
 	// leases are the granted leases, replicated through raft, and the
 	// leader's view of their expiry.
 	leases *lessor
+	// auth is the auth store, replicated through raft; a published one is
+	// never modified.
+	auth *AuthState
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -329,6 +334,7 @@ func NewNode(cfg Config) (*Node, error) {
 		pending: make(map[ID]struct{}),
 		members: newMembers(),
 		leases:  newLessor(&cfg),
+		auth:    newAuthState(),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -340,7 +346,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
+		n.store, n.alarms, n.leases, n.members, n.auth = st.store, st.alarms, st.leases, st.members, st.auth
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -451,7 +457,9 @@ func (n *Node) Submit(r Request) (ID, error) {
 		n.reads.waiting = append(n.reads.waiting, id)
 		n.maybeSendReadIndex()
 	} else {
-		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id)}
+		// The user and the auth revision of its token stay: apply checks
+		// them as etcd does.
+		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id), Username: r.Op.GetHeader().GetUsername(), AuthRevision: r.Op.GetHeader().GetAuthRevision()}
 		data, err := proto.Marshal(r.Op)
 		if err != nil {
 			return 0, fmt.Errorf("engine: encoding request: %w", err)
@@ -597,6 +605,7 @@ func (n *Node) Status() Status {
 		Alarms:  n.alarms,
 		Members: n.members.sorted(),
 		Removed: n.isRemoved(),
+		Auth:    n.auth,
 	}
 	if len(n.members.removed) > 0 {
 		st.RemovedIDs = n.members.removedIDs()
