@@ -223,6 +223,9 @@ func (n *Node) applyAuth(req *pb.InternalRaftRequest) (proto.Message, error) {
 	admin := n.auth.IsAdmin(user)
 	hdr := &pb.ResponseHeader{Revision: n.store.Rev()}
 	switch {
+	case req.AuthStatus != nil:
+		// Anyone may ask, as in etcd.
+		return &pb.AuthStatusResponse{Header: hdr, Enabled: n.auth.Enabled, AuthRevision: n.auth.Revision}, nil
 	case req.AuthUserGet != nil:
 		// A user may read itself.
 		if admin != nil && req.AuthUserGet.Name != user {
@@ -252,7 +255,7 @@ func (n *Node) applyAuth(req *pb.InternalRaftRequest) (proto.Message, error) {
 	}
 	next := n.auth.clone()
 	res, err := next.apply(req, hdr)
-	if err == nil && next.Revision != n.auth.Revision {
+	if err == nil && (next.Revision != n.auth.Revision || next.Enabled != n.auth.Enabled) {
 		n.auth = next
 	}
 	return res, err
@@ -273,8 +276,8 @@ func (a *AuthState) apply(req *pb.InternalRaftRequest, hdr *pb.ResponseHeader) (
 		if !hasRootRole(root) {
 			return nil, ErrRootRoleNotExist
 		}
+		// etcd's enable leaves the revision: no token can predate it.
 		a.Enabled = true
-		a.Revision++
 		return &pb.AuthEnableResponse{Header: hdr}, nil
 	case req.AuthDisable != nil:
 		if a.Enabled {
@@ -282,8 +285,6 @@ func (a *AuthState) apply(req *pb.InternalRaftRequest, hdr *pb.ResponseHeader) (
 			a.Revision++
 		}
 		return &pb.AuthDisableResponse{Header: hdr}, nil
-	case req.AuthStatus != nil:
-		return &pb.AuthStatusResponse{Header: hdr, Enabled: a.Enabled, AuthRevision: a.Revision}, nil
 	case req.AuthUserList != nil:
 		return &pb.AuthUserListResponse{Header: hdr, Users: a.UserNames()}, nil
 	case req.AuthRoleList != nil:
@@ -557,4 +558,14 @@ func readAuth(r io.Reader) (*AuthState, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// LeaseKeys returns the keys attached to lease id, sorted; none if it does
+// not exist.
+func (n *Node) LeaseKeys(id int64) [][]byte {
+	l := n.leases.leases[id]
+	if l == nil {
+		return nil
+	}
+	return sortedKeys(l.keys)
 }
