@@ -451,6 +451,9 @@ func (l *loop) failWaiters() {
 
 // do submits r and waits for its answer.
 func (l *loop) do(ctx context.Context, r engine.Request) (engine.Response, error) {
+	if r.Op != nil && r.Op.Header == nil {
+		r.Op.Header = opHeader(ctx)
+	}
 	done := make(chan engine.Response, 1)
 	select {
 	case l.submitc <- submission{req: r, done: done}:

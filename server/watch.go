@@ -565,6 +565,8 @@ type queuedResp struct {
 type watchStream struct {
 	hub *watchHub
 	srv pb.Watch_WatchServer
+	// m checks, for auth, each watch the stream creates.
+	m *Member
 	// watchers and nextID are guarded by hub.mu. IDs are per stream, from 0.
 	watchers map[int64]*watcher
 	nextID   int64
@@ -619,6 +621,7 @@ func (ws *watchServer) Watch(srv pb.Watch_WatchServer) error {
 	s := &watchStream{
 		hub:       m.watch,
 		srv:       srv,
+		m:         m,
 		watchers:  map[int64]*watcher{},
 		ready:     make(chan struct{}, 1),
 		ctrlSlots: make(chan struct{}, watchCtrlQueuedMax),
@@ -672,7 +675,12 @@ func (s *watchStream) recvLoop() error {
 		switch u := req.RequestUnion.(type) {
 		case *pb.WatchRequest_CreateRequest:
 			if u.CreateRequest != nil {
-				s.hub.create(s, u.CreateRequest)
+				if reason := s.m.watchDenied(s.srv.Context(), u.CreateRequest); reason != "" {
+					s.queueCtrl(&pb.WatchResponse{WatchId: -1, Created: true, Canceled: true, CancelReason: reason,
+						Header: &pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()}})
+				} else {
+					s.hub.create(s, u.CreateRequest)
+				}
 				answered = true
 			}
 		case *pb.WatchRequest_CancelRequest:
