@@ -31,7 +31,17 @@ var (
 	ErrPermissionNotGranted = errors.New("engine: permission is not granted to the role")
 	ErrInvalidAuthMgmt      = errors.New("engine: invalid auth management")
 	ErrAuthOldRevision      = errors.New("engine: revision of auth store is old")
+	ErrAuthFailed           = errors.New("engine: authentication failed, invalid user ID or password")
+	ErrAuthNotEnabled       = errors.New("engine: authentication is not enabled")
 )
+
+// AssignedToken is a simple auth token an applied Authenticate assigned:
+// it names User, at the auth Revision of the store when it applied.
+type AssignedToken struct {
+	Token    string
+	User     string
+	Revision uint64
+}
 
 // RootName is the name of etcd's root user and of its root role, which
 // grants every permission.
@@ -197,7 +207,7 @@ func (a *AuthState) clone() *AuthState {
 
 // isAuthRequest reports whether req is for the auth store.
 func isAuthRequest(req *pb.InternalRaftRequest) bool {
-	return req.AuthEnable != nil || req.AuthDisable != nil || req.AuthStatus != nil ||
+	return req.Authenticate != nil || req.AuthEnable != nil || req.AuthDisable != nil || req.AuthStatus != nil ||
 		req.AuthUserAdd != nil || req.AuthUserDelete != nil || req.AuthUserChangePassword != nil ||
 		req.AuthUserGrantRole != nil || req.AuthUserGet != nil || req.AuthUserRevokeRole != nil ||
 		req.AuthUserList != nil || req.AuthRoleAdd != nil || req.AuthRoleDelete != nil ||
@@ -223,6 +233,8 @@ func (n *Node) applyAuth(req *pb.InternalRaftRequest) (proto.Message, error) {
 	admin := n.auth.IsAdmin(user)
 	hdr := &pb.ResponseHeader{Revision: n.store.Rev()}
 	switch {
+	case req.Authenticate != nil:
+		return n.applyAuthenticate(req.Authenticate, req.GetHeader().GetAuthRevision(), hdr)
 	case req.AuthStatus != nil:
 		// Anyone may ask, as in etcd.
 		return &pb.AuthStatusResponse{Header: hdr, Enabled: n.auth.Enabled, AuthRevision: n.auth.Revision}, nil
@@ -259,6 +271,24 @@ func (n *Node) applyAuth(req *pb.InternalRaftRequest) (proto.Message, error) {
 		n.auth = next
 	}
 	return res, err
+}
+
+// applyAuthenticate assigns a simple token to a user whose password the
+// server checked against the store at auth revision checked: a store that
+// changed since (a new password) fails it, and the server checks again.
+func (n *Node) applyAuthenticate(r *pb.InternalAuthenticateRequest, checked uint64, hdr *pb.ResponseHeader) (proto.Message, error) {
+	if !n.auth.Enabled {
+		return nil, ErrAuthNotEnabled
+	}
+	u := n.auth.users[r.Name]
+	if u == nil || u.GetOptions().GetNoPassword() || r.SimpleToken == "" {
+		return nil, ErrAuthFailed
+	}
+	if checked != n.auth.Revision {
+		return nil, ErrAuthOldRevision
+	}
+	n.tokens = append(n.tokens, AssignedToken{Token: r.SimpleToken, User: r.Name, Revision: n.auth.Revision})
+	return &pb.AuthenticateResponse{Header: hdr, Token: r.SimpleToken}, nil
 }
 
 // apply applies an auth management request to a, a private clone; a

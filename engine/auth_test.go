@@ -16,8 +16,8 @@ import (
 //	    submits an auth request (op: enable, disable, status, user-add,
 //	    user-delete, user-passwd, user-grant, user-revoke, user-get,
 //	    user-list, role-add, role-delete, role-grant, role-revoke,
-//	    role-get, role-list) or a put (op put) made by user as holding a
-//	    token of auth revision authrev;
+//	    role-get, role-list, authenticate with token=) or a put (op put)
+//	    made by user as holding a token of auth revision authrev;
 //	auth-check name= authrev= k= [end=] perm= — the door's permission check;
 //	auth-state — the store, as the member holds it.
 func (h *harness) authCmd(d *datadriven.TestData) string {
@@ -80,6 +80,8 @@ func (h *harness) authCmd(d *datadriven.TestData) string {
 		req.AuthRoleGet = &pb.AuthRoleGetRequest{Role: role}
 	case "role-list":
 		req.AuthRoleList = &pb.AuthRoleListRequest{}
+	case "authenticate":
+		req.Authenticate = &pb.InternalAuthenticateRequest{Name: name, SimpleToken: arg(d, "token")}
 	case "put":
 		req.Put = &pb.PutRequest{Key: []byte(arg(d, "k")), Value: []byte(arg(d, "v"))}
 	default:
@@ -124,6 +126,8 @@ func describeAuth(m proto.Message) string {
 		return "perms:" + describePerms(r.Perm)
 	case *pb.AuthRoleListResponse:
 		return fmt.Sprintf("roles=%v", r.Roles)
+	case *pb.AuthenticateResponse:
+		return "token=" + r.Token
 	}
 	return strings.TrimPrefix(fmt.Sprintf("%T", m), "*etcdserverpb.")
 }

@@ -115,6 +115,9 @@ func (h *harness) stabilize() {
 		for _, r := range out.Responses {
 			h.answers[r.ID] = r
 		}
+		for _, tk := range out.Tokens {
+			h.event("assigned token %s to %s at auth revision %d", tk.Token, tk.User, tk.Revision)
+		}
 		if out.Snapshot != nil {
 			h.event("snapshot due at index %d term %d (revision %d)", out.Snapshot.Meta.GetIndex(), out.Snapshot.Meta.GetTerm(), out.Snapshot.view.Rev())
 			if h.hold {

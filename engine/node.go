@@ -176,6 +176,10 @@ type Output struct {
 	// at other moments: a host that serves HashKV hashes Before at Rev
 	// (off its loop: views are immutable) and keeps the newest few.
 	Compactions []Compaction
+	// Tokens are the simple auth tokens that the Authenticate requests
+	// applied in this Advance assigned. Every member's host registers them,
+	// as etcd's members do, so that a token works on any member.
+	Tokens []AssignedToken
 	// Err, when set, means the node could not read its durable state (the
 	// body of a snapshot it was installing). The host must stop the member
 	// and not use the Node again; a restart recovers from the log.
@@ -217,6 +221,9 @@ type Node struct {
 	// auth is the auth store, replicated through raft; a published one is
 	// never modified.
 	auth *AuthState
+	// tokens collects the simple tokens assigned until the next Advance
+	// hands them out; bounded by the entries one Advance applies.
+	tokens []AssignedToken
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -583,8 +590,8 @@ func (n *Node) Advance(rd Ready) Output {
 		n.maybeCampaignAlone()
 	}
 	n.compactStep()
-	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions}
-	n.outbox, n.compactions = nil, nil
+	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions, Tokens: n.tokens}
+	n.outbox, n.compactions, n.tokens = nil, nil, nil
 	if n.viewStale {
 		out.View = n.store.View()
 		n.viewStale = false

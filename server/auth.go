@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,9 +31,13 @@ const (
 	passwordIterations = 100_000
 	passwordSaltBytes  = 16
 	passwordKeyBytes   = 32
-	// tokensMax bounds the simple tokens a member holds; Authenticate
-	// fails with too many requests beyond it once expired ones are swept.
+	// tokensMax bounds the simple tokens a member holds; beyond it the
+	// expired go, then some of the others (their holders authenticate
+	// again).
 	tokensMax = 1 << 20
+	// authenticateAttemptsMax bounds the Authenticate proposals that find
+	// the store changed since the password was checked.
+	authenticateAttemptsMax = 3
 	// tokenLetters is the length of a simple token's random part, etcd's.
 	tokenLetters = 16
 	// tokenTTLDefault is --auth-token-ttl's default, etcd's.
@@ -58,6 +63,8 @@ var authGRPCErrors = []struct {
 	{engine.ErrPermissionNotGranted, rpctypes.ErrGRPCPermissionNotGranted},
 	{engine.ErrInvalidAuthMgmt, rpctypes.ErrGRPCInvalidAuthMgmt},
 	{engine.ErrAuthOldRevision, rpctypes.ErrGRPCAuthOldRevision},
+	{engine.ErrAuthFailed, rpctypes.ErrGRPCAuthFailed},
+	{engine.ErrAuthNotEnabled, rpctypes.ErrGRPCAuthNotEnabled},
 }
 
 // The auth errors join the core's in toGRPC's table; they live here so
@@ -111,6 +118,22 @@ type simpleTokens struct {
 	next    uint64
 }
 
+// newTokenProvider makes the tokens --auth-token asks for.
+func newTokenProvider(cfg *Config) (tokenProvider, error) {
+	spec := cfg.AuthToken
+	if spec == "" {
+		spec = "simple"
+	}
+	o, err := parseAuthToken(spec)
+	if err != nil {
+		return nil, err
+	}
+	if o == nil {
+		return newSimpleTokens(time.Duration(cfg.AuthTokenTTLSeconds) * time.Second), nil
+	}
+	return newJWTTokens(o)
+}
+
 func newSimpleTokens(ttl time.Duration) *simpleTokens {
 	if ttl <= 0 {
 		ttl = tokenTTLDefault
@@ -118,8 +141,9 @@ func newSimpleTokens(ttl time.Duration) *simpleTokens {
 	return &simpleTokens{ttl: ttl, byToken: map[string]*token{}}
 }
 
-// assign issues a token for user at auth revision rev.
-func (ts *simpleTokens) assign(user string, rev uint64, now time.Time) (string, error) {
+// newToken makes a token to propose: random letters, and a counter
+// that keeps this member's tokens apart, as etcd's "<letters>.<index>".
+func (ts *simpleTokens) newToken() string {
 	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	b := make([]byte, tokenLetters)
 	rand.Read(b)
@@ -128,20 +152,39 @@ func (ts *simpleTokens) assign(user string, rev uint64, now time.Time) (string, 
 	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if len(ts.byToken) >= tokensMax {
-		for k, t := range ts.byToken {
-			if now.After(t.expires) {
-				delete(ts.byToken, k)
-			}
-		}
+	ts.next++
+	return string(b) + "." + strconv.FormatUint(ts.next, 10)
+}
+
+// register holds the tokens applied Authenticate requests assigned, on
+// every member. Past tokensMax, expired tokens are swept, then the tokens
+// nearest their expiry make room.
+func (ts *simpleTokens) register(assigned []engine.AssignedToken, now time.Time) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, a := range assigned {
 		if len(ts.byToken) >= tokensMax {
-			return "", rpctypes.ErrGRPCRequestTooManyRequests
+			ts.makeRoom(now)
+		}
+		ts.byToken[a.Token] = &token{user: a.User, rev: a.Revision, expires: now.Add(ts.ttl)}
+	}
+}
+
+// makeRoom drops the expired tokens, or else about a tenth of them, the
+// first the map yields: every token then in use was renewed at most ttl
+// ago, so none is favoured.
+func (ts *simpleTokens) makeRoom(now time.Time) {
+	for k, t := range ts.byToken {
+		if now.After(t.expires) {
+			delete(ts.byToken, k)
 		}
 	}
-	ts.next++
-	tok := string(b) + "." + strconv.FormatUint(ts.next, 10)
-	ts.byToken[tok] = &token{user: user, rev: rev, expires: now.Add(ts.ttl)}
-	return tok, nil
+	for k := range ts.byToken {
+		if len(ts.byToken) < tokensMax-tokensMax/10 {
+			return
+		}
+		delete(ts.byToken, k)
+	}
 }
 
 // lookup returns the live token tok, renewing it.
@@ -296,6 +339,9 @@ func (m *Member) checkRequest(ctx context.Context, st *engine.AuthState, ai *aut
 	case *pb.LeaseRevokeRequest:
 		return m.checkLeaseKeys(ctx, st, ai, []int64{r.ID}, authpb.WRITE)
 	case *pb.LeaseTimeToLiveRequest:
+		if !r.Keys {
+			return authenticated(st, ai)
+		}
 		return m.checkLeaseKeys(ctx, st, ai, []int64{r.ID}, authpb.READ)
 	case *pb.LeaseLeasesRequest:
 		var ids []int64
@@ -439,27 +485,51 @@ type authServer struct {
 	m *Member
 }
 
-// Authenticate checks a password at the door against the auth store as of
-// a linearizable read, and issues a simple token bound to that store's
-// revision: a later change to the store (a new password) makes the token
-// old, and its holder must authenticate again.
+// Authenticate checks a password at the door, as etcd does, against the
+// auth store as of a linearizable read. A JWT is signed here; a simple
+// token is proposed through raft with the store's revision, so that every
+// member holds it and the password checked is still the user's when it
+// applies; a token is bound to that revision: a later change to the store
+// makes it old, and its holder authenticates again.
 func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	if err := s.m.readBarrier(ctx); err != nil {
-		return nil, err
+	for range authenticateAttemptsMax {
+		if err := s.m.readBarrier(ctx); err != nil {
+			return nil, err
+		}
+		st := s.m.authState()
+		if !st.Enabled {
+			return nil, rpctypes.ErrGRPCAuthNotEnabled
+		}
+		u := st.User(r.Name)
+		if u == nil || u.GetOptions().GetNoPassword() || !checkPassword(u.Password, r.Password) {
+			return nil, rpctypes.ErrGRPCAuthFailed
+		}
+		hdr := s.m.header(&pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()})
+		switch ts := s.m.tokens.(type) {
+		case *jwtTokens:
+			tok, err := ts.assign(r.Name, st.Revision, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			return &pb.AuthenticateResponse{Header: hdr, Token: tok}, nil
+		case *simpleTokens:
+			op := &pb.InternalRaftRequest{
+				Header:       &pb.RequestHeader{AuthRevision: st.Revision},
+				Authenticate: &pb.InternalAuthenticateRequest{Name: r.Name, SimpleToken: ts.newToken()},
+			}
+			res, err := s.m.propose(ctx, op)
+			if errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			resp := res.(*pb.AuthenticateResponse)
+			s.m.header(resp.Header)
+			return resp, nil
+		}
 	}
-	st := s.m.authState()
-	if !st.Enabled {
-		return nil, rpctypes.ErrGRPCAuthNotEnabled
-	}
-	u := st.User(r.Name)
-	if u == nil || u.GetOptions().GetNoPassword() || !checkPassword(u.Password, r.Password) {
-		return nil, rpctypes.ErrGRPCAuthFailed
-	}
-	tok, err := s.m.tokens.assign(r.Name, st.Revision, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return &pb.AuthenticateResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.loop.view.Load().Rev()}), Token: tok}, nil
+	return nil, rpctypes.ErrGRPCAuthOldRevision
 }
 
 // authOp proposes an auth store request for ctx's user and returns its

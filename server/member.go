@@ -87,7 +87,7 @@ type Member struct {
 	// leaseIDs picks the IDs of leases granted without one.
 	leaseIDs *idGenerator
 	// tokens are the simple auth tokens this member issued.
-	tokens *simpleTokens
+	tokens tokenProvider
 
 	health    *health.Server
 	grpc      *grpc.Server
@@ -329,7 +329,14 @@ func (m *Member) serve() error {
 		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 	}
 	opts = append(opts, keepaliveOptions(m.cfg)...)
-	m.tokens = newSimpleTokens(time.Duration(m.cfg.AuthTokenTTLSeconds) * time.Second)
+	tokens, err := newTokenProvider(m.cfg)
+	if err != nil {
+		return err
+	}
+	m.tokens = tokens
+	if ts, ok := tokens.(*simpleTokens); ok {
+		m.loop.tokens.Store(ts)
+	}
 	opts = append(opts, grpc.ChainUnaryInterceptor(m.learnerUnary, m.authUnary), grpc.ChainStreamInterceptor(m.learnerStream, m.authStream))
 	m.grpc = grpc.NewServer(opts...)
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
