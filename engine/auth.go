@@ -449,8 +449,9 @@ func (a *AuthState) apply(req *pb.InternalRaftRequest, hdr *pb.ResponseHeader) (
 }
 
 // grantPermission adds a permission to a role, or changes the type of the
-// one it holds on the same keys. The root role's permissions are fixed:
-// granting it one changes nothing, as in etcd.
+// one it holds on the same keys. As in etcd, the root role takes it too,
+// though it changes nothing: root may do anything, and reading the role
+// shows every key.
 func (a *AuthState) grantPermission(r *pb.AuthRoleGrantPermissionRequest, hdr *pb.ResponseHeader) (proto.Message, error) {
 	role := a.roles[r.Name]
 	if role == nil {
@@ -461,9 +462,6 @@ func (a *AuthState) grantPermission(r *pb.AuthRoleGrantPermissionRequest, hdr *p
 	}
 	if !validPermissionRange(r.Perm.Key, r.Perm.RangeEnd) {
 		return nil, ErrInvalidAuthMgmt
-	}
-	if r.Name == RootName {
-		return &pb.AuthRoleGrantPermissionResponse{Header: hdr}, nil
 	}
 	nr := proto.CloneOf(role)
 	i := slices.IndexFunc(nr.KeyPermission, func(p *authpb.Permission) bool {
