@@ -95,6 +95,15 @@ type Config struct {
 	// SnapshotEntries is how many applied entries after the last snapshot
 	// make the next one due (etcd --snapshot-count); 0 means 10000.
 	SnapshotEntries uint64
+	// SnapshotPacedBytes, when positive, paces the snapshots of a large
+	// store: a snapshot also waits until the entries applied since the last
+	// one carry as many bytes as the store then held beyond
+	// SnapshotPacedBytes. A snapshot rewrites the whole store, so without
+	// this a store that keeps growing would cost more to snapshot, per
+	// entry, the larger it got; with it, snapshots of a store larger than
+	// SnapshotPacedBytes write about as much as the log does. 0 turns it
+	// off.
+	SnapshotPacedBytes int64
 	// QuotaBytes is the size the store may reach (etcd
 	// --quota-backend-bytes, measured on the bytes the store holds); 0 turns
 	// the check at apply off. Members may differ: it only decides the error
@@ -235,6 +244,11 @@ type Node struct {
 	// pending holds the submitted, unanswered requests.
 	// Invariant: len(pending) <= requestsPendingMax.
 	pending map[ID]struct{}
+	// proposed holds the pending requests this member proposed, with the
+	// bytes it proposed, so that applying those bytes can use the request
+	// instead of decoding them (see apply).
+	// Invariant: every key is in pending.
+	proposed map[ID]proposal
 	// deadlines lists pending requests in submission order with the tick
 	// at which they time out; answered ones are skipped when reached.
 	// Invariant: deadlines[deadlinesHead:] holds at most
@@ -288,6 +302,16 @@ type snapSchedule struct {
 	// inflight is the job handed out and not yet reported done.
 	// Invariant: inflight.Meta.Index > index when it was handed out.
 	inflight *SnapshotJob
+	// logBytes is the data of the entries applied since the last job was
+	// handed out, or the snapshot the node started from or installed, and
+	// storeBytes what the store held then (Config.SnapshotPacedBytes).
+	logBytes, storeBytes int64
+}
+
+// proposal is a request as this member proposed it: op encoded is data.
+type proposal struct {
+	data []byte
+	op   *etcdserverpb.InternalRaftRequest
 }
 
 type deadline struct {
@@ -334,14 +358,15 @@ func NewNode(cfg Config) (*Node, error) {
 		logger = zap.NewNop()
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     logger,
-		store:   mvcc.New(),
-		idNext:  cfg.Rand.Uint64(),
-		pending: make(map[ID]struct{}),
-		members: newMembers(),
-		leases:  newLessor(&cfg),
-		auth:    newAuthState(),
+		cfg:      cfg,
+		log:      logger,
+		store:    mvcc.New(),
+		idNext:   cfg.Rand.Uint64(),
+		pending:  make(map[ID]struct{}),
+		proposed: make(map[ID]proposal),
+		members:  newMembers(),
+		leases:   newLessor(&cfg),
+		auth:     newAuthState(),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -367,6 +392,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.snap.index = meta.GetIndex()
 	n.snap.due = meta.GetIndex() + n.snap.entries
+	n.snap.storeBytes = n.store.Bytes()
 	last, err := cfg.Log.LastIndex()
 	if err != nil {
 		return nil, fmt.Errorf("engine: reading the log's last index: %w", err)
@@ -480,6 +506,7 @@ func (n *Node) Submit(r Request) (ID, error) {
 			}
 			return 0, fmt.Errorf("engine: proposing: %w", err)
 		}
+		n.proposed[id] = proposal{data: data, op: r.Op}
 	}
 	n.pending[id] = struct{}{}
 	n.deadlines = append(n.deadlines, deadline{id: id, tick: n.ticks + uint64(n.cfg.RequestTimeoutTicks)})
@@ -657,6 +684,7 @@ func (n *Node) answer(r Response) {
 		return
 	}
 	delete(n.pending, r.ID)
+	delete(n.proposed, r.ID)
 	n.outbox = append(n.outbox, r)
 }
 

@@ -86,7 +86,8 @@ var (
 
 // SnapshotJob is a snapshot the host must write: the engine's state at
 // Meta's index. Advance hands one out when SnapshotEntries entries have
-// been applied since the last snapshot and none is in flight.
+// been applied since the last snapshot (and, for a large store, as many
+// bytes as Config.SnapshotPacedBytes asks) and none is in flight.
 //
 // The host starts the file with raftlog's CreateSnapshot(Meta) on the
 // goroutine that owns the Log, streams WriteSnapshot into it and commits it
@@ -433,6 +434,7 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
 	n.snap.due = meta.GetIndex() + n.snap.entries
+	n.snap.logBytes, n.snap.storeBytes = 0, n.store.Bytes()
 	n.viewStale = true
 	return nil
 }
@@ -440,6 +442,9 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 // maybeSnapshot hands out a snapshot job when one is due.
 func (n *Node) maybeSnapshot() *SnapshotJob {
 	if n.snap.inflight != nil || n.applied < n.snap.due || n.applied == 0 {
+		return nil
+	}
+	if paced := n.cfg.SnapshotPacedBytes; paced > 0 && n.snap.logBytes < n.snap.storeBytes-paced {
 		return nil
 	}
 	job := &SnapshotJob{
@@ -455,6 +460,7 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 		auth:    n.auth,
 	}
 	n.snap.inflight = job
+	n.snap.logBytes, n.snap.storeBytes = 0, n.store.Bytes()
 	return job
 }
 

@@ -460,12 +460,19 @@ func (l *loop) do(ctx context.Context, r engine.Request) (engine.Response, error
 		r.Op.Header = opHeader(ctx)
 	}
 	done := make(chan engine.Response, 1)
+	s := submission{req: r, done: done}
+	// The queue almost always has room: only a full one needs the
+	// three-way select (and the context's Done channel).
 	select {
-	case l.submitc <- submission{req: r, done: done}:
-	case <-ctx.Done():
-		return engine.Response{}, ctx.Err()
-	case <-l.donec:
-		return engine.Response{}, errStopped
+	case l.submitc <- s:
+	default:
+		select {
+		case l.submitc <- s:
+		case <-ctx.Done():
+			return engine.Response{}, ctx.Err()
+		case <-l.donec:
+			return engine.Response{}, errStopped
+		}
 	}
 	select {
 	case resp := <-done:

@@ -214,6 +214,9 @@ func (c *checker) observe(m *member, e *raftpb.Entry) bool {
 			c.observeLease(i, id, req, resp)
 		}
 	}
+	if e.GetType() == raftpb.EntryConfChange && !c.w.ops.observe(e) {
+		return false
+	}
 	c.revAt = append(c.revAt, c.model.rev)
 	return true
 }
@@ -228,6 +231,10 @@ func prefix(b []byte) []byte {
 // final runs the checks on the whole history, after the liveness phase.
 func (c *checker) final() {
 	c.checkAnswers()
+	if c.w.failure != nil {
+		return
+	}
+	c.w.ops.check()
 	if c.w.failure != nil {
 		return
 	}

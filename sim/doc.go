@@ -1,7 +1,7 @@
 // Package sim is basalt's deterministic simulator: a whole cluster (1, 3
-// or 5 members, each the production engine.Node on raftlog over a
-// diskio.Sim disk) and its clients, run on one goroutine from one event
-// heap, reproducible bit for bit from a seed.
+// or 5 members at the start, each the production engine.Node on raftlog
+// over a diskio.Sim disk) and its clients, run on one goroutine from one
+// event heap, reproducible bit for bit from a seed.
 //
 // # Time and events
 //
@@ -83,9 +83,28 @@
 // within TTL plus an election timeout and a revoke retry (plus a tick,
 // drift and the time to commit) of its last renewal.
 //
+// # Membership changes
+//
+// In most seeds of 3 or 5 members an operator (membership.go, on a stream
+// of its own) changes the membership during the safety phase, one change
+// at a time, through the engine entry points the server's cluster service
+// uses: it adds a learner (a new member, fresh disk, started once its
+// addition commits, catching up from the log or a snapshot), promotes it
+// (the leader's LearnerReady may refuse; a follower forwards to it),
+// removes a learner or a voter (down to 3 voters, a majority of them on
+// disks that do not fail), updates peer URLs, and now and then makes a
+// change etcd refuses at apply. At most 5 voters and 1 learner. A learner
+// refuses all but serializable reads; a removed member stops once it
+// applies its removal or a peer's transport refuses it. A members model
+// replays the committed conf changes with etcd's rules: every member's
+// table must equal it at every applied index, and every membership answer
+// must be the one the committed log gives (a leader's refused promotion
+// too). The liveness core is drawn from the final voters, and takes every
+// member a change still in doubt may need.
+//
 // # Liveness
 //
-// After the safety phase a random majority of intact members becomes the
+// After the safety phase a random majority of intact voters becomes the
 // core (liveness.go): restarted, unpaused, fully connected, with fast
 // faultless disks and network; the others stay down. Within 10 simulated
 // seconds it must elect a leader, commit a probe write, answer every

@@ -39,6 +39,20 @@ const (
 	// livenessPoll is how often convergence is checked.
 	livenessPoll = 100 * time.Millisecond
 
+	// votersMax and learnersMax bound the membership the operator makes
+	// (learnersMax is etcd's --max-learners default); votersMin is the
+	// fewest voters it removes down to. membersAddedMax bounds the members
+	// it adds in a run.
+	votersMax       = 5
+	votersMin       = 3
+	learnersMax     = 1
+	membersAddedMax = 8
+	// operatorCallTimeout is how long the operator waits for an answer;
+	// a proposed change it does not see committed operatorStaleAfter later
+	// was most likely lost.
+	operatorCallTimeout = 10 * time.Second
+	operatorStaleAfter  = 20 * time.Second
+
 	// rangeKeysMax bounds the keys a range read or delete spans.
 	rangeKeysMax = 8
 

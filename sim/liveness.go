@@ -22,14 +22,9 @@ type liveness struct {
 // startLiveness ends the safety phase.
 func (w *World) startLiveness() {
 	w.phase = phaseLiveness
-	var healthy []int
-	for i, m := range w.members {
-		if !m.failed {
-			healthy = append(healthy, i)
-		}
-	}
+	healthy, joinCore := w.ops.coreCandidates()
 	if len(healthy) < w.quorum() {
-		w.fail("fault model", fmt.Sprintf("only %d of %d disks are intact: the simulator corrupted a majority", len(healthy), len(w.members)))
+		w.fail("fault model", fmt.Sprintf("only %d of %d voters' disks are intact: the simulator corrupted a majority", len(healthy), w.ops.voterCount()))
 		return
 	}
 	// A random core of at least a majority of the intact members.
@@ -46,7 +41,7 @@ func (w *World) startLiveness() {
 		deadline += time.Duration(w.opts.Work.Lease.TTLMax)*time.Second + leaseLateBound
 	}
 	w.live = &liveness{core: make([]bool, len(w.members)), deadline: deadline}
-	for _, i := range healthy[:size] {
+	for _, i := range append(healthy[:size], joinCore...) {
 		w.live.core[i] = true
 		w.mix(uint64(evLiveness), uint64(i))
 	}
@@ -106,11 +101,12 @@ func (w *World) pollLiveness() {
 	}
 	n := 0
 	for i, in := range w.live.core {
-		if in && w.members[i].failed {
+		if in && w.ops.dropFromCore(i) {
 			// Rot found in the core: an operator would replace the member.
+			// Or the member was removed by a change committed late.
 			w.live.core[i] = false
 		}
-		if w.live.core[i] {
+		if w.live.core[i] && w.ops.isVoter(i) {
 			n++
 		}
 	}

@@ -94,7 +94,8 @@ type promise struct {
 	last, lastTerm uint64
 }
 
-func newMember(w *World, idx int) *member {
+// newMember makes member idx; g draws its clock drift.
+func newMember(w *World, idx int, g rng) *member {
 	m := &member{
 		w:        w,
 		idx:      idx,
@@ -105,7 +106,7 @@ func newMember(w *World, idx int) *member {
 	}
 	m.inj = newDiskInjector(w, idx)
 	m.disk.SetInjector(m.inj)
-	drift := w.fault.between(-int64(w.opts.Faults.DriftPPM), int64(w.opts.Faults.DriftPPM))
+	drift := g.between(-int64(w.opts.Faults.DriftPPM), int64(w.opts.Faults.DriftPPM))
 	m.tickEvery = tickInterval + tickInterval*time.Duration(drift)/ppmMax
 	return m
 }
@@ -157,15 +158,13 @@ func (m *member) restart() {
 		if !m.checkPromise(log, hs) {
 			return
 		}
-		var peers []engine.Peer
-		for i := range m.w.members {
-			peers = append(peers, engine.Peer{ID: uint64(i + 1)})
-		}
+		peers, join := m.w.ops.bootstrap(m)
 		es := streamSeed(m.w.opts.Seed, streamEngine+Stream(m.idx))
 		node, err := engine.NewNode(engine.Config{
 			ID:                  m.id,
 			Log:                 log,
 			Bootstrap:           peers,
+			Join:                join,
 			ElectionTicks:       electionTicks,
 			HeartbeatTicks:      heartbeatTicks,
 			RequestTimeoutTicks: requestTimeoutTicks,
@@ -390,6 +389,9 @@ func (m *member) deliver(from *member, fromInc uint64, msg *raftpb.Message, body
 		m.hold(func() { m.deliver(from, fromInc, msg, body) })
 		return
 	}
+	if m.w.ops.rejects(m, from, fromInc) {
+		return
+	}
 	m.guard(func() {
 		if snap {
 			err := m.log.ReceiveSnapshot(msg.GetSnapshot(), bytes.NewReader(body))
@@ -545,6 +547,9 @@ func (m *member) complete(rd engine.Ready) {
 	for _, r := range out.Responses {
 		m.answered(r)
 	}
+	if m.w.ops.afterAdvance(m); !m.up || m.w.failure != nil {
+		return
+	}
 	if hs := rd.HardState; hs != nil {
 		changed := hs.GetTerm() != m.hsTerm || hs.GetVote() != m.hsVote
 		m.hsTerm, m.hsVote = hs.GetTerm(), hs.GetVote()
@@ -671,6 +676,9 @@ func (m *member) request(a *attempt) {
 		return
 	}
 	m.guard(func() {
+		if m.w.ops.refusesRequest(m, a) {
+			return
+		}
 		op := a.op
 		var r engine.Request
 		switch {
@@ -701,6 +709,7 @@ func (m *member) request(a *attempt) {
 func (m *member) answered(r engine.Response) {
 	a := m.calls[r.ID]
 	if a == nil {
+		m.w.ops.answered(m, r)
 		return
 	}
 	delete(m.calls, r.ID)

@@ -34,6 +34,17 @@ func newNetwork(w *World) *network {
 	return n
 }
 
+// grow adds the links of a member added to the cluster.
+func (n *network) grow() {
+	for i := range n.blocked {
+		n.blocked[i] = append(n.blocked[i], false)
+		n.clogUntil[i] = append(n.clogUntil[i], 0)
+	}
+	k := len(n.blocked) + 1
+	n.blocked = append(n.blocked, make([]bool, k))
+	n.clogUntil = append(n.clogUntil, make([]time.Duration, k))
+}
+
 // send puts a message from member from on the wire; body is the snapshot
 // body of a MsgSnap.
 func (n *network) send(from int, msg *raftpb.Message, body []byte) {

@@ -21,6 +21,8 @@ type Options struct {
 	Disk   DiskOptions
 	Faults FaultOptions
 	Work   WorkOptions
+	// Operator changes the membership.
+	Operator OperatorOptions
 	// Bugs plants known bugs; Draw leaves them off.
 	Bugs Bugs
 }
@@ -264,6 +266,7 @@ func Draw(seed uint64) Options {
 		l.KeepPPM = uint32(g.between(0, ppmMax))
 		l.StopPPM = sometimes(g, 700_000, 0, 200_000)
 	}
+	o.Operator = drawOperator(seed, o.Members)
 	return o
 }
 
@@ -305,6 +308,9 @@ func (o Options) String() string {
 	}
 	fmt.Fprintf(&b, "  leases: clients=%d rate=%d/s keys=%d ttl<=%ds mix=[%s] keep=%dppm stop=%dppm/round late-bound=ttl+%v",
 		l.Clients, l.Rate, l.Keys, l.TTLMax, strings.Join(lmix, " "), l.KeepPPM, l.StopPPM, leaseLateBound)
+	if o.Operator.ActPPM > 0 {
+		fmt.Fprintf(&b, "\n%s", o.Operator)
+	}
 	return b.String()
 }
 

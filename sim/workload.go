@@ -234,9 +234,19 @@ func (wl *workload) readOptions(c *client, o *op) {
 func (wl *workload) issue(o *op) {
 	w := wl.w
 	g := wl.rngOf(o)
-	member := int(g.intN(uint64(len(w.members))))
-	if k := len(o.attempts); o.kind == opLease && k > 0 && len(w.members) > 1 {
-		member = (o.attempts[k-1].member + 1 + int(g.intN(uint64(len(w.members)-1)))) % len(w.members)
+	eps := w.ops.clientEndpoints()
+	member := eps[g.intN(uint64(len(eps)))]
+	if k := len(o.attempts); o.kind == opLease && k > 0 && len(eps) > 1 {
+		last := o.attempts[k-1].member
+		others := make([]int, 0, len(eps))
+		for _, e := range eps {
+			if e != last {
+				others = append(others, e)
+			}
+		}
+		if len(others) > 0 {
+			member = others[g.intN(uint64(len(others)))]
+		}
 	}
 	a := &attempt{op: o, member: member, sent: w.now}
 	o.attempts = append(o.attempts, a)
@@ -268,7 +278,7 @@ func (wl *workload) receive(a *attempt, resp proto.Message, err error, viewRev i
 	case errors.Is(err, engine.ErrTimeout):
 		a.state = attemptIndefinite
 	case errors.Is(err, engine.ErrNoLeader), errors.Is(err, engine.ErrTooManyRequests), errors.Is(err, errNotReady),
-		errors.Is(err, engine.ErrNotLeader):
+		errors.Is(err, engine.ErrNotLeader), errors.Is(err, errLearnerRefused):
 		a.state = attemptRefused
 	default:
 		a.state = attemptOK

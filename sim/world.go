@@ -25,6 +25,7 @@ const (
 	evUnpause
 	evLiveness
 	evSnapshot
+	evMember
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -114,6 +115,7 @@ type World struct {
 	work    *workload
 	chk     *checker
 	live    *liveness
+	ops     *operator
 	fault   rng
 
 	// disturbed are the windows in which a fault, or the election after
@@ -149,6 +151,8 @@ type Stats struct {
 	// revoked on expiry; Quiet the leases whose expiry window no fault
 	// disturbed, which the late lease check covered.
 	Leases, Expired, Quiet int
+	// Members are the membership changes' figures.
+	Members MemberStats
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -183,6 +187,7 @@ func (r Result) Line() string {
 	s := r.Stats
 	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d leases=%d expired=%d quiet=%d",
 		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.Leases, s.Expired, s.Quiet)
+	figures += s.Members.String()
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
 	}
@@ -223,8 +228,9 @@ func newWorld(opts Options) *World {
 	w := &World{opts: opts, trace: 14695981039346656037, fault: newRNG(opts.Seed, streamFault)}
 	w.chk = newChecker(w)
 	w.net = newNetwork(w)
+	w.ops = newOperator(w)
 	for i := range opts.Members {
-		w.members = append(w.members, newMember(w, i))
+		w.members = append(w.members, newMember(w, i, w.fault))
 	}
 	w.work = newWorkload(w)
 	return w
@@ -302,12 +308,13 @@ func (w *World) start() {
 		m.boot()
 	}
 	w.work.start()
+	w.ops.start()
 	w.after(nemesisInterval, evNemesis, -1, w.nemesis)
 	w.at(w.opts.Safety, evLiveness, -1, w.startLiveness)
 }
 
-// quorum is the size of a majority.
-func (w *World) quorum() int { return len(w.members)/2 + 1 }
+// quorum is the size of a majority of the voters.
+func (w *World) quorum() int { return w.ops.voterCount()/2 + 1 }
 
 // nemesis rolls the process and network faults once a second.
 func (w *World) nemesis() {

@@ -405,14 +405,15 @@ func (d *decoder) body() (*Store, error) {
 		}
 		ki.epoch = s.epoch
 		s.bytes += keyOverheadBytes + int64(len(key))
-		for i := range ki.vers {
-			v := &ki.vers[i]
+		vers := ki.versions()
+		for i := range vers {
+			v := &vers[i]
 			s.bytes += versionOverheadBytes + int64(len(v.value))
 			if v.mod.Main > compactRev {
 				refs = append(refs, histRef{v.mod, key})
 			}
 		}
-		if ki.vers[len(ki.vers)-1].tombstone() {
+		if vers[len(vers)-1].tombstone() {
 			s.st.dead.Load(key, ki)
 		} else {
 			s.st.live.Load(key, ki)
@@ -463,7 +464,7 @@ func (d *decoder) versions(key string, rev, compactRev int64) (*keyIndex, error)
 		}
 		vers = append(vers, v)
 	}
-	return &keyIndex{key: key, vers: vers}, nil
+	return newKeyIndex(key, vers, 0), nil
 }
 
 // checkVersion checks v, which follows prev (nil for the first version of a key), in a retained

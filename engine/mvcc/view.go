@@ -228,7 +228,7 @@ func (st *state) rangeLive(res *RangeResult, lo, hi string, bounded bool, o *Ran
 		if bounded && k >= hi {
 			return false
 		}
-		cands = append(cands, cand{ki, &ki.vers[len(ki.vers)-1]})
+		cands = append(cands, cand{ki, ki.at(st.rev)})
 		return o.Limit <= 0 || int64(len(cands)) <= o.Limit
 	})
 	res.Count = int64(len(cands))
@@ -272,7 +272,7 @@ func (st *state) visit(lo, hi string, bounded bool, rev int64, fn func(*keyIndex
 			if bounded && k >= hi {
 				return false
 			}
-			return fn(ki, &ki.vers[len(ki.vers)-1])
+			return fn(ki, ki.at(st.rev))
 		})
 		return
 	}
