@@ -142,6 +142,12 @@ func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) 
 	if req.ClusterMemberAttrSet != nil {
 		return n.applyMemberAttrs(req.ClusterMemberAttrSet), nil
 	}
+	if isAuthRequest(req) {
+		return n.applyAuth(req)
+	}
+	if err := n.checkAuthRevision(req.GetHeader()); err != nil {
+		return nil, err
+	}
 	cost := QuotaCost(req)
 	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {
 		return nil, ErrNoSpace

@@ -117,6 +117,9 @@ func (h *harness) stabilize() {
 		for _, r := range out.Responses {
 			h.answers[r.ID] = r
 		}
+		for _, tk := range out.Tokens {
+			h.event("assigned token %s to %s at auth revision %d", tk.Token, tk.User, tk.Revision)
+		}
 		if out.Snapshot != nil {
 			h.event("snapshot due at index %d term %d (revision %d)", out.Snapshot.Meta.GetIndex(), out.Snapshot.Meta.GetTerm(), out.Snapshot.view.Rev())
 			if h.hold {
@@ -348,6 +351,8 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 	case "damage-snapshot":
 		// Example: damage-snapshot index=10 — flip a byte in the middle of that snapshot's file.
 		return h.damageSnapshot(uint64(intArg(d, "index")))
+	case "auth", "auth-check", "auth-state":
+		return h.authCmd(d)
 	}
 	t.Fatalf("unknown command %q", d.Cmd)
 	return ""

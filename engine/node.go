@@ -144,6 +144,8 @@ type Status struct {
 	Removed bool
 	// RemovedIDs are the members ever removed, ascending; nil when none.
 	RemovedIDs []uint64
+	// Auth is the auth store; it is never modified.
+	Auth *AuthState
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -183,6 +185,10 @@ type Output struct {
 	// at other moments: a host that serves HashKV hashes Before at Rev
 	// (off its loop: views are immutable) and keeps the newest few.
 	Compactions []Compaction
+	// Tokens are the simple auth tokens that the Authenticate requests
+	// applied in this Advance assigned. Every member's host registers them,
+	// as etcd's members do, so that a token works on any member.
+	Tokens []AssignedToken
 	// Err, when set, means the node could not read its durable state (the
 	// body of a snapshot it was installing). The host must stop the member
 	// and not use the Node again; a restart recovers from the log.
@@ -221,6 +227,12 @@ type Node struct {
 	// leases are the granted leases, replicated through raft, and the
 	// leader's view of their expiry.
 	leases *lessor
+	// auth is the auth store, replicated through raft; a published one is
+	// never modified.
+	auth *AuthState
+	// tokens collects the simple tokens assigned until the next Advance
+	// hands them out; bounded by the entries one Advance applies.
+	tokens []AssignedToken
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -354,6 +366,7 @@ func NewNode(cfg Config) (*Node, error) {
 		proposed: make(map[ID]proposal),
 		members:  newMembers(),
 		leases:   newLessor(&cfg),
+		auth:     newAuthState(),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -365,7 +378,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
+		n.store, n.alarms, n.leases, n.members, n.auth = st.store, st.alarms, st.leases, st.members, st.auth
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -477,7 +490,9 @@ func (n *Node) Submit(r Request) (ID, error) {
 		n.reads.waiting = append(n.reads.waiting, id)
 		n.maybeSendReadIndex()
 	} else {
-		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id)}
+		// The user and the auth revision of its token stay: apply checks
+		// them as etcd does.
+		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id), Username: r.Op.GetHeader().GetUsername(), AuthRevision: r.Op.GetHeader().GetAuthRevision()}
 		data, err := proto.Marshal(r.Op)
 		if err != nil {
 			return 0, fmt.Errorf("engine: encoding request: %w", err)
@@ -602,8 +617,8 @@ func (n *Node) Advance(rd Ready) Output {
 		n.maybeCampaignAlone()
 	}
 	n.compactStep()
-	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions}
-	n.outbox, n.compactions = nil, nil
+	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions, Tokens: n.tokens}
+	n.outbox, n.compactions, n.tokens = nil, nil, nil
 	if n.viewStale {
 		out.View = n.store.View()
 		n.viewStale = false
@@ -624,6 +639,7 @@ func (n *Node) Status() Status {
 		Alarms:  n.alarms,
 		Members: n.members.sorted(),
 		Removed: n.isRemoved(),
+		Auth:    n.auth,
 	}
 	if len(n.members.removed) > 0 {
 		st.RemovedIDs = n.members.removedIDs()

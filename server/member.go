@@ -98,6 +98,8 @@ type Member struct {
 	watchDone   chan struct{}
 	// leaseIDs picks the IDs of leases granted without one.
 	leaseIDs *idGenerator
+	// tokens are the simple auth tokens this member issued.
+	tokens tokenProvider
 
 	health    *health.Server
 	grpc      *grpc.Server
@@ -341,12 +343,21 @@ func (m *Member) serve() error {
 		grpc.NumStreamWorkers(grpcStreamWorkers),
 	}
 	opts = append(opts, keepaliveOptions(m.cfg)...)
-	opts = append(opts, grpc.ChainUnaryInterceptor(m.learnerUnary), grpc.ChainStreamInterceptor(m.learnerStream))
+	tokens, err := newTokenProvider(m.cfg)
+	if err != nil {
+		return err
+	}
+	m.tokens = tokens
+	if ts, ok := tokens.(*simpleTokens); ok {
+		m.loop.tokens.Store(ts)
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(m.learnerUnary, m.authUnary), grpc.ChainStreamInterceptor(m.learnerStream, m.authStream))
 	m.grpc = grpc.NewServer(opts...)
 	pb.RegisterKVServer(m.grpc, &kvServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpc, &maintenanceServer{m: m})
 	pb.RegisterClusterServer(m.grpc, &clusterServer{m: m})
 	pb.RegisterLeaseServer(m.grpc, &leaseServer{m: m})
+	pb.RegisterAuthServer(m.grpc, &authServer{m: m})
 	m.startWatch()
 	pb.RegisterWatchServer(m.grpc, &watchServer{m: m})
 	healthpb.RegisterHealthServer(m.grpc, m.health)

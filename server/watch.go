@@ -173,6 +173,14 @@ func (h *watchHub) create(s *watchStream, r *pb.WatchCreateRequest) {
 	h.wakeStreams()
 }
 
+// refuse answers a create request on s that the server refuses for reason.
+func (h *watchHub) refuse(s *watchStream, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.core.Refuse(s.core, reason)
+	h.wakeStreams()
+}
+
 // cancel cancels watch id of s; an unknown ID gets no answer.
 func (h *watchHub) cancel(s *watchStream, id int64) bool {
 	h.mu.Lock()
@@ -234,7 +242,9 @@ type watchStream struct {
 	hub *watchHub
 	srv pb.Watch_WatchServer
 	// core is set by hub.open and used under hub.mu.
-	core  *watch.Stream
+	core *watch.Stream
+	// m checks, for auth, each watch the stream creates.
+	m     *Member
 	ready chan struct{}
 	// ctrlSlots holds a token per control response queued or being decided; the reader takes
 	// one before each request, so a client that does not read stops being read.
@@ -263,6 +273,7 @@ func (ws *watchServer) Watch(srv pb.Watch_WatchServer) error {
 	s := &watchStream{
 		hub:       m.watch,
 		srv:       srv,
+		m:         m,
 		ready:     make(chan struct{}, 1),
 		ctrlSlots: make(chan struct{}, watchCtrlQueuedMax),
 		closec:    make(chan struct{}),
@@ -316,7 +327,11 @@ func (s *watchStream) recvLoop() error {
 		switch u := req.RequestUnion.(type) {
 		case *pb.WatchRequest_CreateRequest:
 			if u.CreateRequest != nil {
-				s.hub.create(s, u.CreateRequest)
+				if reason := s.m.watchDenied(s.srv.Context(), u.CreateRequest); reason != "" {
+					s.hub.refuse(s, reason)
+				} else {
+					s.hub.create(s, u.CreateRequest)
+				}
 				answered = true
 			}
 		case *pb.WatchRequest_CancelRequest:

@@ -430,10 +430,7 @@ func (h *Hub) remove(w *watcher) {
 // Create registers a watch on s, queueing its created response (or the refusal) before any of
 // its events, as etcd does. A watcher with a past start revision waits for Sync.
 func (h *Hub) Create(s *Stream, r *pb.WatchCreateRequest) {
-	refuse := func(reason string) {
-		h.push(s, Response{Resp: &pb.WatchResponse{WatchId: -1, Created: true, Canceled: true, CancelReason: reason,
-			Header: &pb.ResponseHeader{Revision: h.rev}}})
-	}
+	refuse := func(reason string) { h.Refuse(s, reason) }
 	key := r.Key
 	if len(key) == 0 {
 		key = []byte{0}
@@ -489,6 +486,14 @@ func (h *Hub) Create(s *Stream, r *pb.WatchCreateRequest) {
 	w.minRev = r.StartRevision
 	w.state = watcherUnsynced
 	h.unsynced[w] = struct{}{}
+}
+
+// Refuse answers a create request on s that the host refuses for reason (permission denied,
+// say) as Create answers the ones it refuses: created and canceled at once, with watch ID -1,
+// queued in order behind what s already has queued.
+func (h *Hub) Refuse(s *Stream, reason string) {
+	h.push(s, Response{Resp: &pb.WatchResponse{WatchId: -1, Created: true, Canceled: true, CancelReason: reason,
+		Header: &pb.ResponseHeader{Revision: h.rev}}})
 }
 
 // Cancel cancels watch id of s; an unknown ID gets no answer (false).
