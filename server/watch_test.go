@@ -26,7 +26,7 @@ func watchConfig(t *testing.T, extra ...string) *Config {
 		"--listen-client-urls", "http://127.0.0.1:0",
 		"--advertise-client-urls", "http://127.0.0.1:2379",
 		"--initial-cluster", "m1=http://127.0.0.1:2380",
-		"--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--listen-peer-urls", "http://127.0.0.1:0",
 		"--heartbeat-interval", "10", "--election-timeout", "100",
 	}, extra...)
 	cfg, err := ParseFlags(args, nil, io.Discard)
