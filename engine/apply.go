@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/engine/mvcc"
@@ -23,15 +25,19 @@ var (
 func (n *Node) apply(ent *raftpb.Entry) {
 	assert(ent.GetIndex() == n.applied+1, "engine: member %x applies entry %d after %d", n.cfg.ID, ent.GetIndex(), n.applied)
 	n.applied, n.appliedTerm = ent.GetIndex(), ent.GetTerm()
+	n.snap.logBytes += int64(len(ent.GetData()))
 	switch ent.GetType() {
 	case raftpb.EntryNormal:
 		if len(ent.GetData()) == 0 {
 			n.maybePromote(ent.GetTerm()) // a new leader's empty entry
 			return
 		}
-		req := &pb.InternalRaftRequest{}
-		if err := proto.Unmarshal(ent.GetData(), req); err != nil {
-			panic(fmt.Sprintf("engine: member %x cannot decode committed entry %d: %v", n.cfg.ID, ent.GetIndex(), err))
+		req := n.ownProposal(ent.GetData())
+		if req == nil {
+			req = &pb.InternalRaftRequest{}
+			if err := proto.Unmarshal(ent.GetData(), req); err != nil {
+				panic(fmt.Sprintf("engine: member %x cannot decode committed entry %d: %v", n.cfg.ID, ent.GetIndex(), err))
+			}
 		}
 		res, err := n.applyRequest(req)
 		r := Response{ID: ID(req.GetHeader().GetID()), Result: res, Err: err}
@@ -59,6 +65,75 @@ func (n *Node) apply(ent *raftpb.Entry) {
 	}
 }
 
+// ownProposal returns the request this member proposed as data, or nil
+// if data is not one of its pending proposals. Applying it is applying
+// data: data is its encoding, and decoding data gives a message equal to
+// it (proto.Equal), which apply reads through the same fields and lengths
+// (it never tells a nil byte slice from an empty one). This saves
+// decoding what the member has just encoded.
+func (n *Node) ownProposal(data []byte) *pb.InternalRaftRequest {
+	if len(n.proposed) == 0 {
+		return nil
+	}
+	id, ok := entryID(data)
+	if !ok {
+		return nil
+	}
+	p, ok := n.proposed[id]
+	if !ok || !bytes.Equal(p.data, data) {
+		return nil
+	}
+	delete(n.proposed, id)
+	return p.op
+}
+
+// headerField is the field number of InternalRaftRequest.header and
+// requestIDField that of RequestHeader.ID.
+var (
+	headerField    = (&pb.InternalRaftRequest{}).ProtoReflect().Descriptor().Fields().ByName("header").Number()
+	requestIDField = (&pb.RequestHeader{}).ProtoReflect().Descriptor().Fields().ByName("ID").Number()
+)
+
+// entryID returns the request ID in an encoded InternalRaftRequest
+// without decoding the rest of it; ok is false when it has none.
+func entryID(data []byte) (id ID, ok bool) {
+	hdr, ok := findField(data, headerField, protowire.BytesType)
+	if !ok {
+		return 0, false
+	}
+	v, ok := findField(hdr, requestIDField, protowire.VarintType)
+	if !ok {
+		return 0, false
+	}
+	x, n := protowire.ConsumeVarint(v)
+	return ID(x), n > 0
+}
+
+// findField returns the value of the last field num of type typ in the
+// encoded message b (the last one wins, as when decoding): for a bytes
+// field its content, for a varint its encoding.
+func findField(b []byte, num protowire.Number, typ protowire.Type) (val []byte, found bool) {
+	for len(b) > 0 {
+		n, t, k := protowire.ConsumeTag(b)
+		if k < 0 {
+			return nil, false
+		}
+		b = b[k:]
+		k = protowire.ConsumeFieldValue(n, t, b)
+		if k < 0 {
+			return nil, false
+		}
+		if n == num && t == typ {
+			val, found = b[:k], true
+			if typ == protowire.BytesType {
+				val, _ = protowire.ConsumeBytes(b[:k])
+			}
+		}
+		b = b[k:]
+	}
+	return val, found
+}
+
 // applyRequest applies one decoded request to the store.
 func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) {
 	if req.Alarm != nil {
@@ -66,6 +141,12 @@ func (n *Node) applyRequest(req *pb.InternalRaftRequest) (proto.Message, error) 
 	}
 	if req.ClusterMemberAttrSet != nil {
 		return n.applyMemberAttrs(req.ClusterMemberAttrSet), nil
+	}
+	if isAuthRequest(req) {
+		return n.applyAuth(req)
+	}
+	if err := n.checkAuthRevision(req.GetHeader()); err != nil {
+		return nil, err
 	}
 	cost := QuotaCost(req)
 	if cost > 0 && n.alarms.raised(pb.AlarmType_NOSPACE) {
@@ -204,6 +285,13 @@ func Range(r rangeReader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if req.KeysOnly && req.SortTarget != pb.RangeRequest_VALUE {
+		// etcd 3.7 answers these from its index, which holds no lease; to
+		// sort by value it reads the values, and their leases with them.
+		for _, kv := range res.KVs {
+			kv.Lease = 0
+		}
 	}
 	return &pb.RangeResponse{
 		Header: &pb.ResponseHeader{Revision: res.Rev},

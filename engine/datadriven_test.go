@@ -38,6 +38,7 @@ type harness struct {
 	snapshotEntries   uint64
 	snapshotsRetained int
 	quotaBytes        int64
+	pacedBytes        int64
 	// hold keeps snapshot jobs in held instead of writing them.
 	hold bool
 	held *SnapshotJob
@@ -86,6 +87,7 @@ func (h *harness) start() {
 		Rand:                rand.New(rand.NewPCG(1, 2)),
 		SnapshotEntries:     h.snapshotEntries,
 		QuotaBytes:          h.quotaBytes,
+		SnapshotPacedBytes:  h.pacedBytes,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -114,6 +116,9 @@ func (h *harness) stabilize() {
 		}
 		for _, r := range out.Responses {
 			h.answers[r.ID] = r
+		}
+		for _, tk := range out.Tokens {
+			h.event("assigned token %s to %s at auth revision %d", tk.Token, tk.User, tk.Revision)
 		}
 		if out.Snapshot != nil {
 			h.event("snapshot due at index %d term %d (revision %d)", out.Snapshot.Meta.GetIndex(), out.Snapshot.Meta.GetTerm(), out.Snapshot.view.Rev())
@@ -205,7 +210,7 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")), PrevKv: d.HasArg("prev-kv"),
 		}}))
 	case "range":
-		// Example: range k=a [end=c] [rev=2] [limit=1] [serializable]
+		// Example: range k=a [end=c] [rev=2] [limit=1] [serializable] [keys-only]
 		if !d.HasArg("serializable") {
 			if r := h.do(Request{}); r.Err != nil {
 				return "error: " + r.Err.Error()
@@ -213,7 +218,7 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		}
 		resp, err := Range(h.view, &pb.RangeRequest{
 			Key: []byte(arg(d, "k")), RangeEnd: []byte(arg(d, "end")),
-			Revision: intArg(d, "rev"), Limit: intArg(d, "limit"),
+			Revision: intArg(d, "rev"), Limit: intArg(d, "limit"), KeysOnly: d.HasArg("keys-only"),
 		})
 		if err != nil {
 			return "error: " + err.Error()
@@ -235,10 +240,11 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		h.start()
 		return h.restarted()
 	case "new":
-		// Example: new snapshot-entries=5 [snapshots-retained=2] [quota=1000] — a new member on a new disk.
+		// Example: new snapshot-entries=5 [snapshots-retained=2] [quota=1000] [paced=500] — a new member on a new disk.
 		h.snapshotEntries = uint64(intArg(d, "snapshot-entries"))
 		h.snapshotsRetained = int(intArg(d, "snapshots-retained"))
 		h.quotaBytes = intArg(d, "quota")
+		h.pacedBytes = intArg(d, "paced")
 		h.disk = diskio.NewSim()
 		h.start()
 		return fmt.Sprintf("started at index %d", h.node.Status().Applied)
@@ -345,6 +351,8 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 	case "damage-snapshot":
 		// Example: damage-snapshot index=10 — flip a byte in the middle of that snapshot's file.
 		return h.damageSnapshot(uint64(intArg(d, "index")))
+	case "auth", "auth-check", "auth-state":
+		return h.authCmd(d)
 	}
 	t.Fatalf("unknown command %q", d.Cmd)
 	return ""

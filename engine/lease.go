@@ -96,6 +96,11 @@ type lease struct {
 	// checkpointEpoch is lessor.epoch when a checkpoint of the lease is
 	// scheduled in lessor.checkpoints.
 	checkpointEpoch uint64
+	// revokeEpoch is lessor.epoch when the leader found the lease expired
+	// and proposed its revoke: from then on no renewal revives it (etcd's
+	// Renew waits for that revoke), although its expiry moves on by the
+	// retry interval.
+	revokeEpoch uint64
 }
 
 // lessor holds the leases of a member.
@@ -232,6 +237,9 @@ func (ls *lessor) checkpoint(id, remaining int64, now uint64) {
 	}
 }
 
+// revoking reports whether this leader has proposed l's revoke.
+func (ls *lessor) revoking(l *lease) bool { return ls.primary && l.revokeEpoch == ls.epoch }
+
 // touch makes l's expiry explicit for this leader.
 func (ls *lessor) touch(l *lease, expiry, now uint64) {
 	l.expiry = expiry
@@ -282,6 +290,7 @@ func (ls *lessor) expired(now uint64, limit int) []int64 {
 		l := ls.expiries[0]
 		ids = append(ids, l.id)
 		ls.touch(l, retry, now)
+		l.revokeEpoch = ls.epoch
 	}
 	ls.walk(&ls.expiryCursor, func(l *lease) bool {
 		if len(ids) >= limit || ls.expiryOf(l) > now {
@@ -289,6 +298,7 @@ func (ls *lessor) expired(now uint64, limit int) []int64 {
 		}
 		ids = append(ids, l.id)
 		ls.touch(l, retry, now)
+		l.revokeEpoch = ls.epoch
 		return true
 	})
 	return ids
@@ -358,7 +368,7 @@ func (ls *lessor) status(l *lease, now uint64, withKeys bool) LeaseStatus {
 	st := LeaseStatus{ID: l.id, GrantedTTL: l.ttl}
 	// Like etcd's, the remaining time is truncated to seconds, and a lease
 	// checked the instant it is granted has a little less than its TTL.
-	if rem := ls.remainingNanos(ls.expiryOf(l), now); rem > 0 {
+	if rem := ls.remainingNanos(ls.expiryOf(l), now); rem > 0 && !ls.revoking(l) {
 		st.TTL = (rem - 1) / int64(time.Second)
 	}
 	if withKeys {
@@ -427,7 +437,7 @@ func (n *Node) Renew(id int64) (int64, error) {
 		return -1, ErrNotLeader
 	}
 	l := ls.leases[id]
-	if l == nil || ls.expiryOf(l) <= n.ticks {
+	if l == nil || ls.expiryOf(l) <= n.ticks || ls.revoking(l) {
 		return -1, ErrLeaseNotFound
 	}
 	if l.remaining > 0 {

@@ -118,3 +118,41 @@ func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
 		t.Fatalf("the new leader gives the lease %ds, want the checkpointed ~300s", st.TTL)
 	}
 }
+
+// TestLeaseRenewWhileRevoking: once the leader has found a lease expired
+// and proposed its revoke, a keepalive must not be answered with a TTL:
+// the revoke commits regardless, and the client would count on a lease
+// that is gone (found by the simulator, seed 1: the expiry moved on by
+// the retry interval, so Renew took the lease for alive).
+func TestLeaseRenewWhileRevoking(t *testing.T) {
+	cryptotest.SetGlobalRandom(t, 5)
+	c := newCluster(t, 3)
+	c.stabilize()
+	if err := c.member(1).node.raw.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	c.tick(1)
+	c.propose(&pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 5, TTL: 2}})
+	c.propose(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v"), Lease: 5}})
+	l := c.member(1)
+	// The leader expires the lease 20 ticks after the grant; cut off, it
+	// cannot commit the revoke it proposes, but leads for a while yet.
+	c.tick(18)
+	l.cut = true
+	c.tick(2)
+	if st := l.node.Status(); st.Leader != l.id {
+		t.Fatalf("member 1 no longer leads (leader %d)", st.Leader)
+	}
+	if ttl, err := l.node.Renew(5); err != ErrLeaseNotFound {
+		t.Fatalf("renewing a lease whose revoke is proposed gave ttl %d, %v; want %v", ttl, err, ErrLeaseNotFound)
+	}
+	if st, err := l.node.LeaseTimeToLive(5, false); err != nil || st.TTL != 0 {
+		t.Fatalf("the TTL of a lease whose revoke is proposed is %d, %v; want 0", st.TTL, err)
+	}
+	l.cut = false
+	c.tick(1)
+	if got := c.keyCount("k"); got != 0 {
+		t.Fatalf("the revoked lease's key is still on %d members", got)
+	}
+}

@@ -74,4 +74,8 @@ const (
 	leaseWalkPerTickMax = 10000
 	// leasesMax bounds the leases a snapshot may carry.
 	leasesMax = 1 << 32
+	// authRecordsMax bounds the users, and the roles, a snapshot may carry,
+	// and authRecordBytesMax one encoded user or role in it.
+	authRecordsMax     = 1 << 20
+	authRecordBytesMax = 64 << 20
 )

@@ -95,6 +95,15 @@ type Config struct {
 	// SnapshotEntries is how many applied entries after the last snapshot
 	// make the next one due (etcd --snapshot-count); 0 means 10000.
 	SnapshotEntries uint64
+	// SnapshotPacedBytes, when positive, paces the snapshots of a large
+	// store: a snapshot also waits until the entries applied since the last
+	// one carry as many bytes as the store then held beyond
+	// SnapshotPacedBytes. A snapshot rewrites the whole store, so without
+	// this a store that keeps growing would cost more to snapshot, per
+	// entry, the larger it got; with it, snapshots of a store larger than
+	// SnapshotPacedBytes write about as much as the log does. 0 turns it
+	// off.
+	SnapshotPacedBytes int64
 	// QuotaBytes is the size the store may reach (etcd
 	// --quota-backend-bytes, measured on the bytes the store holds); 0 turns
 	// the check at apply off. Members may differ: it only decides the error
@@ -135,6 +144,8 @@ type Status struct {
 	Removed bool
 	// RemovedIDs are the members ever removed, ascending; nil when none.
 	RemovedIDs []uint64
+	// Auth is the auth store; it is never modified.
+	Auth *AuthState
 }
 
 // Ready is the work the host must do now, in this order: persist
@@ -174,6 +185,10 @@ type Output struct {
 	// at other moments: a host that serves HashKV hashes Before at Rev
 	// (off its loop: views are immutable) and keeps the newest few.
 	Compactions []Compaction
+	// Tokens are the simple auth tokens that the Authenticate requests
+	// applied in this Advance assigned. Every member's host registers them,
+	// as etcd's members do, so that a token works on any member.
+	Tokens []AssignedToken
 	// Err, when set, means the node could not read its durable state (the
 	// body of a snapshot it was installing). The host must stop the member
 	// and not use the Node again; a restart recovers from the log.
@@ -212,6 +227,12 @@ type Node struct {
 	// leases are the granted leases, replicated through raft, and the
 	// leader's view of their expiry.
 	leases *lessor
+	// auth is the auth store, replicated through raft; a published one is
+	// never modified.
+	auth *AuthState
+	// tokens collects the simple tokens assigned until the next Advance
+	// hands them out; bounded by the entries one Advance applies.
+	tokens []AssignedToken
 
 	// ticks counts Tick calls; it is the engine's only clock.
 	ticks uint64
@@ -223,6 +244,11 @@ type Node struct {
 	// pending holds the submitted, unanswered requests.
 	// Invariant: len(pending) <= requestsPendingMax.
 	pending map[ID]struct{}
+	// proposed holds the pending requests this member proposed, with the
+	// bytes it proposed, so that applying those bytes can use the request
+	// instead of decoding them (see apply).
+	// Invariant: every key is in pending.
+	proposed map[ID]proposal
 	// deadlines lists pending requests in submission order with the tick
 	// at which they time out; answered ones are skipped when reached.
 	// Invariant: deadlines[deadlinesHead:] holds at most
@@ -276,6 +302,16 @@ type snapSchedule struct {
 	// inflight is the job handed out and not yet reported done.
 	// Invariant: inflight.Meta.Index > index when it was handed out.
 	inflight *SnapshotJob
+	// logBytes is the data of the entries applied since the last job was
+	// handed out, or the snapshot the node started from or installed, and
+	// storeBytes what the store held then (Config.SnapshotPacedBytes).
+	logBytes, storeBytes int64
+}
+
+// proposal is a request as this member proposed it: op encoded is data.
+type proposal struct {
+	data []byte
+	op   *etcdserverpb.InternalRaftRequest
 }
 
 type deadline struct {
@@ -322,13 +358,15 @@ func NewNode(cfg Config) (*Node, error) {
 		logger = zap.NewNop()
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     logger,
-		store:   mvcc.New(),
-		idNext:  cfg.Rand.Uint64(),
-		pending: make(map[ID]struct{}),
-		members: newMembers(),
-		leases:  newLessor(&cfg),
+		cfg:      cfg,
+		log:      logger,
+		store:    mvcc.New(),
+		idNext:   cfg.Rand.Uint64(),
+		pending:  make(map[ID]struct{}),
+		proposed: make(map[ID]proposal),
+		members:  newMembers(),
+		leases:   newLessor(&cfg),
+		auth:     newAuthState(),
 	}
 	snap, err := cfg.Log.Snapshot()
 	if err != nil {
@@ -340,7 +378,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
+		n.store, n.alarms, n.leases, n.members, n.auth = st.store, st.alarms, st.leases, st.members, st.auth
 	}
 	_, cs, err := cfg.Log.InitialState()
 	if err != nil {
@@ -354,6 +392,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.snap.index = meta.GetIndex()
 	n.snap.due = meta.GetIndex() + n.snap.entries
+	n.snap.storeBytes = n.store.Bytes()
 	last, err := cfg.Log.LastIndex()
 	if err != nil {
 		return nil, fmt.Errorf("engine: reading the log's last index: %w", err)
@@ -451,7 +490,9 @@ func (n *Node) Submit(r Request) (ID, error) {
 		n.reads.waiting = append(n.reads.waiting, id)
 		n.maybeSendReadIndex()
 	} else {
-		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id)}
+		// The user and the auth revision of its token stay: apply checks
+		// them as etcd does.
+		r.Op.Header = &etcdserverpb.RequestHeader{ID: uint64(id), Username: r.Op.GetHeader().GetUsername(), AuthRevision: r.Op.GetHeader().GetAuthRevision()}
 		data, err := proto.Marshal(r.Op)
 		if err != nil {
 			return 0, fmt.Errorf("engine: encoding request: %w", err)
@@ -465,6 +506,7 @@ func (n *Node) Submit(r Request) (ID, error) {
 			}
 			return 0, fmt.Errorf("engine: proposing: %w", err)
 		}
+		n.proposed[id] = proposal{data: data, op: r.Op}
 	}
 	n.pending[id] = struct{}{}
 	n.deadlines = append(n.deadlines, deadline{id: id, tick: n.ticks + uint64(n.cfg.RequestTimeoutTicks)})
@@ -575,8 +617,8 @@ func (n *Node) Advance(rd Ready) Output {
 		n.maybeCampaignAlone()
 	}
 	n.compactStep()
-	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions}
-	n.outbox, n.compactions = nil, nil
+	out := Output{Responses: n.outbox, Snapshot: n.maybeSnapshot(), Compactions: n.compactions, Tokens: n.tokens}
+	n.outbox, n.compactions, n.tokens = nil, nil, nil
 	if n.viewStale {
 		out.View = n.store.View()
 		n.viewStale = false
@@ -597,6 +639,7 @@ func (n *Node) Status() Status {
 		Alarms:  n.alarms,
 		Members: n.members.sorted(),
 		Removed: n.isRemoved(),
+		Auth:    n.auth,
 	}
 	if len(n.members.removed) > 0 {
 		st.RemovedIDs = n.members.removedIDs()
@@ -641,6 +684,7 @@ func (n *Node) answer(r Response) {
 		return
 	}
 	delete(n.pending, r.ID)
+	delete(n.proposed, r.ID)
 	n.outbox = append(n.outbox, r)
 }
 

@@ -42,7 +42,11 @@ import (
 //	                  kv section's live keys carrying its ID.
 //	4    members      the members table (members.go, writeMembers);
 //	                  optional
-//	5    auth         reserved
+//	5    auth         enabled u8, revision u64, then n u32 (at most
+//	                  authRecordsMax) users and m u32 roles, each as bytes
+//	                  u32 (at most authRecordBytesMax) and its authpb
+//	                  protobuf (deterministic), by name; optional, absent
+//	                  for a new cluster's store
 //	6    alarms       n u32 (at most alarmsMax), then n times member u64,
 //	                  type u32, ordered by member then type; optional
 //
@@ -64,6 +68,7 @@ const (
 	sectionKV        = 2
 	sectionLeases    = 3
 	sectionMembers   = 4
+	sectionAuth      = 5
 	sectionAlarms    = 6
 )
 
@@ -81,7 +86,8 @@ var (
 
 // SnapshotJob is a snapshot the host must write: the engine's state at
 // Meta's index. Advance hands one out when SnapshotEntries entries have
-// been applied since the last snapshot and none is in flight.
+// been applied since the last snapshot (and, for a large store, as many
+// bytes as Config.SnapshotPacedBytes asks) and none is in flight.
 //
 // The host starts the file with raftlog's CreateSnapshot(Meta) on the
 // goroutine that owns the Log, streams WriteSnapshot into it and commits it
@@ -100,6 +106,8 @@ type SnapshotJob struct {
 	leases leaseRecords
 	// members is the members table at Meta's index.
 	members membersImage
+	// auth is the auth store at Meta's index.
+	auth *AuthState
 }
 
 // replicated is the state a snapshot carries besides the configuration:
@@ -111,6 +119,7 @@ type replicated struct {
 	// leases is nil until loadSnapshot builds it from leaseRecords.
 	leases       *lessor
 	leaseRecords []leaseRecord
+	auth         *AuthState
 }
 
 // WriteSnapshot writes job's body to w. It only reads the job, so it may
@@ -152,6 +161,14 @@ func WriteSnapshot(w io.Writer, job *SnapshotJob) error {
 			return err
 		}
 		if err := writeMembers(cw, job.members); err != nil {
+			return err
+		}
+	}
+	if job.auth != nil && !job.auth.isDefault() {
+		if _, err := cw.Write(binary.LittleEndian.AppendUint32(nil, sectionAuth)); err != nil {
+			return err
+		}
+		if err := writeAuth(cw, job.auth); err != nil {
 			return err
 		}
 	}
@@ -241,6 +258,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	var as alarms
 	var leases []leaseRecord
 	ms := newMembers()
+	auth := newAuthState()
 	var cs *raftpb.ConfState
 	last := uint32(sectionEnd)
 	for {
@@ -281,6 +299,11 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 			if ms, err = readMembers(r); err != nil {
 				return nil, err
 			}
+		case sectionAuth:
+			var err error
+			if auth, err = readAuth(r); err != nil {
+				return nil, err
+			}
 		case sectionAlarms:
 			var err error
 			if as, err = readAlarms(r); err != nil {
@@ -303,7 +326,7 @@ func readSnapshot(body io.Reader, meta *raftpb.SnapshotMetadata) (*replicated, e
 	case !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("engine: reading the snapshot's end: %w", err)
 	}
-	return &replicated{store: store, alarms: as, members: ms, leaseRecords: leases}, nil
+	return &replicated{store: store, alarms: as, members: ms, leaseRecords: leases, auth: auth}, nil
 }
 
 // readEnd checks the end section against the n bytes of CRC crc read
@@ -406,11 +429,12 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 	}
 	n.log.Info("installed snapshot from the leader", zap.Uint64("index", meta.GetIndex()), zap.Uint64("term", meta.GetTerm()),
 		zap.Uint64("applied-before", n.applied), zap.Int64("revision", st.store.Rev()))
-	n.store, n.alarms, n.leases, n.members = st.store, st.alarms, st.leases, st.members
+	n.store, n.alarms, n.leases, n.members, n.auth = st.store, st.alarms, st.leases, st.members, st.auth
 	n.applied, n.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	n.confState = cloneConfState(meta.GetConfState())
 	n.snap.index = meta.GetIndex()
 	n.snap.due = meta.GetIndex() + n.snap.entries
+	n.snap.logBytes, n.snap.storeBytes = 0, n.store.Bytes()
 	n.viewStale = true
 	return nil
 }
@@ -418,6 +442,9 @@ func (n *Node) install(snap *raftpb.Snapshot) error {
 // maybeSnapshot hands out a snapshot job when one is due.
 func (n *Node) maybeSnapshot() *SnapshotJob {
 	if n.snap.inflight != nil || n.applied < n.snap.due || n.applied == 0 {
+		return nil
+	}
+	if paced := n.cfg.SnapshotPacedBytes; paced > 0 && n.snap.logBytes < n.snap.storeBytes-paced {
 		return nil
 	}
 	job := &SnapshotJob{
@@ -430,8 +457,10 @@ func (n *Node) maybeSnapshot() *SnapshotJob {
 		alarms:  n.alarms,
 		leases:  n.leases.byTTL.Copy(),
 		members: n.membersImage(),
+		auth:    n.auth,
 	}
 	n.snap.inflight = job
+	n.snap.logBytes, n.snap.storeBytes = 0, n.store.Bytes()
 	return job
 }
 

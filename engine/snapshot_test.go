@@ -116,11 +116,11 @@ func TestSnapshotBodyVersions(t *testing.T) {
 	if _, err := readSnapshot(bytes.NewReader(v2), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("version %d: %v", snapBodyVersion+1, err)
 	}
-	// An auth section (tag 5, reserved) after the kv section.
+	// A section of a later version (tag 99) after the last one.
 	end := len(body) - 16
-	withAuth := bytes.Clone(body[:end])
-	withAuth = binary.LittleEndian.AppendUint32(withAuth, 5)
-	if _, err := readSnapshot(bytes.NewReader(withAuth), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
+	withNew := bytes.Clone(body[:end])
+	withNew = binary.LittleEndian.AppendUint32(withNew, 99)
+	if _, err := readSnapshot(bytes.NewReader(withNew), job.Meta); !errors.Is(err, ErrSnapshotVersion) {
 		t.Fatalf("an unknown section: %v", err)
 	}
 }

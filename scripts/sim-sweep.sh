@@ -63,7 +63,7 @@ seeds)
 bugs)
 	max=${2:-500}
 	procs=${3:-$procs_default}
-	for bug in ack-before-fsync skip-crc read-without-readindex apply-uncommitted skip-hardstate-sync; do
+	for bug in ack-before-fsync skip-crc read-without-readindex apply-uncommitted skip-hardstate-sync keepalive-without-renew; do
 		sweep 1 "$max" "$procs" "bug-$bug" --bug "$bug"
 		caught=$(grep FAIL "$out/bug-$bug.txt" | awk '{print $2}' | sort -n)
 		first=$(echo "$caught" | head -1)

@@ -34,6 +34,7 @@ func BenchmarkKV(b *testing.B) {
 		"--data-dir", b.TempDir(),
 		"--listen-client-urls", "http://127.0.0.1:0",
 		"--advertise-client-urls", "http://127.0.0.1:2379",
+		"--listen-peer-urls", "http://127.0.0.1:0",
 	}, nil, io.Discard)
 	if err != nil {
 		b.Fatal(err)

@@ -40,6 +40,10 @@ type Config struct {
 	TxnOpsMax         int
 	QuotaBackendBytes int64
 	MaxSnapshots      int
+	// AuthToken is --auth-token: "simple" or "jwt,<options>".
+	AuthToken string
+	// AuthTokenTTLSeconds is how long an unused simple auth token lives.
+	AuthTokenTTLSeconds int
 
 	// WatchProgressNotifyInterval is the period of progress notifications to watchers that
 	// asked for them, at least watchProgressIntervalMin.
@@ -189,9 +193,9 @@ var etcdFlags = []etcdFlag{
 	{name: "host-whitelist", def: "*", kind: flagUnsupported, usage: "Comma-separated acceptable hostnames from HTTP client requests, if server is not secure."},
 	{name: "tls-min-version", def: "TLS1.2", kind: flagUnsupported, usage: "Minimum TLS version supported by etcd."},
 	{name: "tls-max-version", kind: flagUnsupported, usage: "Maximum TLS version supported by etcd."},
-	{name: "auth-token", def: "simple", kind: flagUnsupported, usage: "Specify auth token specific options."},
-	{name: "bcrypt-cost", def: "10", kind: flagUnsupported, usage: "Specify bcrypt algorithm cost factor for auth password hashing."},
-	{name: "auth-token-ttl", def: "300", kind: flagUnsupported, usage: "The lifetime in seconds of the auth token."},
+	{name: "auth-token", def: "simple", kind: flagImplemented, usage: "Specify auth token specific options."},
+	{name: "bcrypt-cost", def: "10", kind: flagTuning, usage: "Specify bcrypt algorithm cost factor for auth password hashing."},
+	{name: "auth-token-ttl", def: "300", kind: flagImplemented, usage: "The lifetime in seconds of the auth token."},
 	{name: "enable-pprof", def: "false", isBool: true, kind: flagTuning, usage: "Enable runtime profiling data via HTTP server."},
 	{name: "metrics", def: "basic", kind: flagTuning, usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics."},
 	{name: "listen-metrics-urls", kind: flagUnsupported, usage: "List of URLs to listen on for the metrics and health endpoints."},
@@ -323,7 +327,11 @@ func buildConfig(get func(string) string, set map[string]bool, warnings []string
 		InitialClusterToken: get("initial-cluster-token"),
 		LogLevel:            get("log-level"),
 		LogFormat:           get("log-format"),
+		AuthToken:           get("auth-token"),
 		Warnings:            warnings,
+	}
+	if _, err := parseAuthToken(cfg.AuthToken); err != nil {
+		return nil, fmt.Errorf("invalid value %q for flag -auth-token: %v", cfg.AuthToken, err)
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".etcd"
@@ -366,6 +374,7 @@ func buildConfig(get func(string) string, set map[string]bool, warnings []string
 		{"quota-backend-bytes", &cfg.QuotaBackendBytes},
 		{"max-snapshots", &cfg.MaxSnapshots},
 		{"max-concurrent-streams", &cfg.MaxConcurrentStreams},
+		{"auth-token-ttl", &cfg.AuthTokenTTLSeconds},
 	}
 	for _, f := range ints {
 		if err := parseInt(get(f.name), f.dst); err != nil {

@@ -89,7 +89,7 @@ func (m *Member) gateway() (http.Handler, error) {
 	ctx := context.Background()
 	for _, register := range []func(context.Context, *gwruntime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterMaintenanceHandler, gw.RegisterClusterHandler, gw.RegisterLeaseHandler,
-		gw.RegisterWatchHandler,
+		gw.RegisterWatchHandler, gw.RegisterAuthHandler,
 	} {
 		if err := register(ctx, gwmux, conn); err != nil {
 			return nil, err

@@ -117,6 +117,8 @@ type loop struct {
 	status atomic.Pointer[engine.Status]
 	// watch, once set, is handed each view the loop publishes.
 	watch atomic.Pointer[watchHub]
+	// tokens, once set, registers the simple auth tokens applied.
+	tokens atomic.Pointer[simpleTokens]
 	// hashes takes the hashes of the compactions applied.
 	hashes *compactionHashes
 }
@@ -320,6 +322,9 @@ func (l *loop) process() error {
 			l.leaderSince.Store(time.Now().UnixNano())
 		}
 		l.status.Store(&st)
+		if ts := l.tokens.Load(); ts != nil && len(out.Tokens) > 0 {
+			ts.register(out.Tokens, time.Now())
+		}
 		for _, r := range out.Responses {
 			if w, ok := l.waiters[r.ID]; ok {
 				delete(l.waiters, r.ID)
@@ -451,13 +456,23 @@ func (l *loop) failWaiters() {
 
 // do submits r and waits for its answer.
 func (l *loop) do(ctx context.Context, r engine.Request) (engine.Response, error) {
+	if r.Op != nil && r.Op.Header == nil {
+		r.Op.Header = opHeader(ctx)
+	}
 	done := make(chan engine.Response, 1)
+	s := submission{req: r, done: done}
+	// The queue almost always has room: only a full one needs the
+	// three-way select (and the context's Done channel).
 	select {
-	case l.submitc <- submission{req: r, done: done}:
-	case <-ctx.Done():
-		return engine.Response{}, ctx.Err()
-	case <-l.donec:
-		return engine.Response{}, errStopped
+	case l.submitc <- s:
+	default:
+		select {
+		case l.submitc <- s:
+		case <-ctx.Done():
+			return engine.Response{}, ctx.Err()
+		case <-l.donec:
+			return engine.Response{}, errStopped
+		}
 	}
 	select {
 	case resp := <-done:

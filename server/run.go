@@ -47,6 +47,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	lg.Info("starting a basalt member", zap.String("basalt-version", Version), zap.String("etcd-api-version", version.Version),
 		zap.String("go-version", runtime.Version()), zap.String("name", cfg.Name), zap.String("data-dir", cfg.DataDir))
 
+	defer tuneGC()()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)

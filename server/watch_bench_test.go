@@ -46,6 +46,7 @@ func benchFanout(b *testing.B, watchers int, paced bool) {
 		"--name", "m1", "--data-dir", b.TempDir(),
 		"--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://127.0.0.1:2379",
 		"--initial-cluster", "m1=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--listen-peer-urls", "http://127.0.0.1:0",
 		"--heartbeat-interval", "10", "--election-timeout", "100", "--unsafe-no-fsync",
 	}, nil, nil)
 	if err != nil {
@@ -160,7 +161,7 @@ func benchFanout(b *testing.B, watchers int, paced bool) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	m.watch.mu.Lock()
-	behind := len(m.watch.unsynced)
+	behind := m.watch.core.Unsynced()
 	m.watch.mu.Unlock()
 	cancel()
 	wg.Wait()

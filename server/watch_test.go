@@ -26,7 +26,7 @@ func watchConfig(t *testing.T, extra ...string) *Config {
 		"--listen-client-urls", "http://127.0.0.1:0",
 		"--advertise-client-urls", "http://127.0.0.1:2379",
 		"--initial-cluster", "m1=http://127.0.0.1:2380",
-		"--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--listen-peer-urls", "http://127.0.0.1:0",
 		"--heartbeat-interval", "10", "--election-timeout", "100",
 	}, extra...)
 	cfg, err := ParseFlags(args, nil, io.Discard)
@@ -332,7 +332,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 		seen += len(r.Events)
 	}
 	m.watch.mu.Lock()
-	behind := len(m.watch.unsynced)
+	behind := m.watch.core.Unsynced()
 	m.watch.mu.Unlock()
 	if behind != 1 {
 		t.Fatalf("%d unsynced watchers, want the slow one", behind)

@@ -37,6 +37,11 @@ type checker struct {
 	leaders map[uint64]uint64
 	// hashes maps an applied index to the state hash sampled there.
 	hashes map[uint64]stateHash
+	// gens are the lives of each lease ID in the committed log, oldest
+	// first (leasecheck.go).
+	gens map[int64][]*leaseGen
+	// renewals are the times a member renewed each lease.
+	renewals map[int64][]time.Duration
 }
 
 type committedEntry struct {
@@ -65,11 +70,13 @@ type stateHash struct {
 
 func newChecker(w *World) *checker {
 	return &checker{
-		w:       w,
-		model:   newModel(),
-		byID:    map[uint64]modelResult{},
-		leaders: map[uint64]uint64{},
-		hashes:  map[uint64]stateHash{},
+		w:        w,
+		model:    newModel(),
+		byID:     map[uint64]modelResult{},
+		leaders:  map[uint64]uint64{},
+		hashes:   map[uint64]stateHash{},
+		gens:     map[int64][]*leaseGen{},
+		renewals: map[int64][]time.Duration{},
 	}
 }
 
@@ -78,9 +85,15 @@ func (c *checker) afterAdvance(m *member) {
 	w := c.w
 	st := m.node.Status()
 	if st.Leader == m.id {
-		if l, ok := c.leaders[st.Term]; ok && l != m.id {
+		l, ok := c.leaders[st.Term]
+		if ok && l != m.id {
 			w.fail("election safety", fmt.Sprintf("members %d and %d both led term %d", l, m.id, st.Term))
 			return
+		}
+		if !ok {
+			// A new leader: the cluster had none for a while, and it
+			// extends every lease.
+			w.disturb(w.now, w.now)
 		}
 		c.leaders[st.Term] = m.id
 	}
@@ -181,8 +194,11 @@ func (c *checker) observe(m *member, e *raftpb.Entry) bool {
 			c.w.fail("committed log", fmt.Sprintf("entry %d (from member %d) does not decode: %v", i, m.id, err))
 			return false
 		}
+		// A request of the member's own (a revoke of an expired lease, a
+		// checkpoint) has ID 0; a client's has the ID it was submitted
+		// under.
 		id := req.GetHeader().GetID()
-		if prev, ok := c.byID[id]; ok {
+		if prev, ok := c.byID[id]; ok && id != 0 {
 			c.w.fail("committed log", fmt.Sprintf("request %x committed twice, at %d and %d", id, prev.index, i))
 			return false
 		}
@@ -191,7 +207,12 @@ func (c *checker) observe(m *member, e *raftpb.Entry) bool {
 		if req.Compaction != nil && err == nil {
 			c.compactions = append(c.compactions, modelCompaction{rev: req.Compaction.Revision, at: before})
 		}
-		c.byID[id] = modelResult{index: i, resp: resp, err: err}
+		if id != 0 {
+			c.byID[id] = modelResult{index: i, resp: resp, err: err}
+		}
+		if err == nil {
+			c.observeLease(i, id, req, resp)
+		}
 	}
 	if e.GetType() == raftpb.EntryConfChange && !c.w.ops.observe(e) {
 		return false
@@ -222,6 +243,10 @@ func (c *checker) final() {
 		return
 	}
 	c.checkPorcupine()
+	if c.w.failure != nil {
+		return
+	}
+	c.checkLeases()
 }
 
 // checkAnswers is the log-order oracle: every answer a client got must be
@@ -229,8 +254,8 @@ func (c *checker) final() {
 func (c *checker) checkAnswers() {
 	for _, o := range c.w.work.ops {
 		for _, a := range o.attempts {
-			if a.state != attemptOK {
-				continue
+			if a.state != attemptOK || o.write == nil && o.read == nil {
+				continue // keepalives and TTLs: checkLeases
 			}
 			if o.write != nil {
 				c.checkWrite(o, a)
@@ -344,6 +369,8 @@ func (c *checker) checkState(m *member) {
 func describeOp(o *op) string {
 	var what string
 	switch {
+	case o.kind == opLease:
+		what = describeLeaseOp(o)
 	case o.write != nil && o.write.Put != nil:
 		p := o.write.Put
 		what = fmt.Sprintf("put %s=%s", p.Key, p.Value)

@@ -12,6 +12,7 @@ import (
 // latency (slow, sometimes very slow) on every disk; on a faulty disk also
 // failed writes, fsyncs and reads (EIO) and bit rot on WAL reads.
 type diskInjector struct {
+	w      *World
 	rng    rng
 	o      *DiskOptions
 	faulty bool
@@ -29,6 +30,7 @@ type diskInjector struct {
 
 func newDiskInjector(w *World, idx int) *diskInjector {
 	return &diskInjector{
+		w:      w,
 		rng:    newRNG(w.opts.Seed, streamDisk+Stream(idx)),
 		o:      &w.opts.Disk,
 		faulty: w.opts.faulty(idx),
@@ -43,6 +45,7 @@ func (d *diskInjector) syncLatency() time.Duration {
 	lat := d.rng.expish(d.o.SyncMean) + 10*time.Microsecond
 	if d.rng.chance(d.o.GrayPPM) {
 		lat *= 100
+		d.w.disturb(d.w.now, d.w.now+lat)
 	}
 	return lat
 }
@@ -60,11 +63,13 @@ func (d *diskInjector) Inject(op diskio.Op) diskio.Fault {
 	case diskio.OpWrite, diskio.OpSync:
 		if d.rng.chance(d.o.WriteErrPPM) {
 			f.Kind, f.Err = diskio.FaultError, syscall.EIO
+			d.w.disturb(d.w.now, d.w.now)
 		}
 	case diskio.OpRead:
 		switch {
 		case d.rng.chance(d.o.ReadErrPPM):
 			f.Kind, f.Err = diskio.FaultError, syscall.EIO
+			d.w.disturb(d.w.now, d.w.now)
 		case op.Len > 0 && strings.HasSuffix(op.Path, ".wal") && d.rng.chance(d.o.RotPPM):
 			f.Kind, f.Bit = diskio.FaultBitFlip, int64(d.rng.intN(8*uint64(op.Len)))
 			d.flips++

@@ -51,6 +51,17 @@
 // record: recovery cannot tell the rot of the newest synced batch from a
 // torn write (raftlog's doc), and a member that finds rot stops for good.
 //
+// # Leases
+//
+// Most seeds also run lease clients (lease.go), drawn from streams of
+// their own: they grant leases with IDs of their own choosing and TTLs of
+// a few seconds, attach keys of a key space of their own (puts and
+// Kubernetes-style compare-and-sets), keep some leases alive with a
+// keepalive every TTL/3 as clientv3 does and let the others expire,
+// revoke some and ask their TTL. A keepalive or TTL waits for a read
+// barrier and is answered from the leader's memory, as the server does;
+// any other member answers not-leader and the client tries another.
+//
 // # Checkers
 //
 // After every Advance (check.go): at most one leader per term; the member's
@@ -64,6 +75,13 @@
 // engine/mvcc) gives; linearizable answers never show a revision older
 // than one given before they were asked; porcupine finds each key's
 // history linearizable; the converged members hold the model's state.
+// The lease checker (leasecheck.go) checks the answers the log does not
+// give (keepalives, TTLs) against the lease lives the log gives, that no
+// lease is revoked by expiry or found expired before TTL (less a tick and
+// drift) after the sending of a grant or keepalive that was acknowledged,
+// and that, in any window no fault disturbed, every lease is revoked
+// within TTL plus an election timeout and a revoke retry (plus a tick,
+// drift and the time to commit) of its last renewal.
 //
 // # Membership changes
 //
@@ -84,11 +102,28 @@
 // too). The liveness core is drawn from the final voters, and takes every
 // member a change still in doubt may need.
 //
+// Watchers (watch.go, on their own random stream) live on each member's
+// engine/watch hub, which the member feeds with every new view. They start
+// now, in the past (compacted or not) or in the future, with filters,
+// prev_kv and progress notifications; some read rarely and fall behind. A
+// crash kills a member's watchers; the client re-creates each on another
+// member from the revision after the last it saw, as clientv3 does. Every
+// response is checked against the committed history as it is taken: events
+// are exactly those asked for from the watcher's next revision through the
+// response's last one (so ordered, unique, gap-free, whole revisions), with
+// prev_kv right or missing only where compacted; a progress notification
+// vouches that nothing at or below it is still due; a compaction cancel
+// comes only when the stream's next revision is really gone, and a start
+// below the compaction revision gets one first. After the run every watcher
+// on the converged core is drained and must reach its member's revision.
+//
 // # Liveness
 //
 // After the safety phase a random majority of intact voters becomes the
 // core (liveness.go): restarted, unpaused, fully connected, with fast
 // faultless disks and network; the others stay down. Within 10 simulated
 // seconds it must elect a leader, commit a probe write, answer every
-// client and converge to equal state.
+// client and converge to equal state; with lease clients, no one keeps a
+// lease alive any more, and within the longest TTL plus an election
+// timeout and a revoke retry more every lease must be revoked.
 package sim

@@ -59,6 +59,30 @@ const (
 	// rangeKeysMax bounds the keys a range read or delete spans.
 	rangeKeysMax = 8
 
+	// leaseKeptMax bounds the leases one lease client keeps alive at once.
+	leaseKeptMax = 8
+	// leaseRecentMax is how many of its newest leases a lease client picks
+	// from for an attach, keepalive, revoke or TTL.
+	leaseRecentMax = 4
+	// leaseRegrantPPM of grants ask for an ID the client granted before;
+	// leaseUnknownPPM of lease picks name a lease never granted;
+	// leaseDetachPPM of attaches put the key with no lease.
+	leaseRegrantPPM = 50_000
+	leaseUnknownPPM = 30_000
+	leaseDetachPPM  = 100_000
+	// leaseRevokeRetry is how long the leader waits before it proposes the
+	// revoke of an expired lease again (the engine's
+	// leaseExpiredRetryInterval).
+	leaseRevokeRetry = 3 * time.Second
+	// leaseLateBound is how much later than its TTL after its last renewal
+	// a lease may be revoked in a quiet window (leasecheck.go): a new
+	// leader's extension (an election timeout) and one revoke retry; a
+	// tick, drift and the time to commit are added per seed.
+	leaseLateBound = electionTicks*tickInterval + leaseRevokeRetry
+	// disturbSettle is how long a fault disturbs the cluster after it
+	// ends: two election timeouts, the longest randomized one.
+	disturbSettle = 2 * electionTicks * tickInterval
+
 	// opsMax bounds the client operations of one run, so a runaway workload
 	// cannot exhaust memory.
 	opsMax = 200_000

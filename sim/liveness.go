@@ -33,7 +33,14 @@ func (w *World) startLiveness() {
 		healthy[i], healthy[j] = healthy[j], healthy[i]
 	}
 	size := int(w.fault.between(int64(w.quorum()), int64(len(healthy))))
-	w.live = &liveness{core: make([]bool, len(w.members)), deadline: w.now + livenessBound}
+	deadline := w.now + livenessBound
+	if w.opts.Work.Lease.Clients > 0 {
+		// Every lease must be revoked too: once the core has a leader, a
+		// lease no one keeps alive expires within its TTL plus the
+		// promotion's extension, and its revoke commits within a retry.
+		deadline += time.Duration(w.opts.Work.Lease.TTLMax)*time.Second + leaseLateBound
+	}
+	w.live = &liveness{core: make([]bool, len(w.members)), deadline: deadline}
 	for _, i := range append(healthy[:size], joinCore...) {
 		w.live.core[i] = true
 		w.mix(uint64(evLiveness), uint64(i))
@@ -179,7 +186,28 @@ func (w *World) pendingConvergence() string {
 	if leader != 0 && !w.live.core[leader-1] {
 		notes = append(notes, fmt.Sprintf("leader %d is outside the core", leader))
 	}
+	if len(notes) == 0 {
+		notes = w.pendingLeases()
+	}
 	return strings.Join(notes, "; ")
+}
+
+// pendingLeases lists the leases not revoked yet: no client keeps any
+// alive in the liveness phase, so every one must expire.
+func (w *World) pendingLeases() []string {
+	var notes []string
+	if ids := w.chk.model.leaseIDs(); len(ids) > 0 {
+		notes = append(notes, fmt.Sprintf("leases %v are not revoked", ids))
+	}
+	for i, in := range w.live.core {
+		if !in {
+			continue
+		}
+		if ids := w.members[i].node.Leases(); len(ids) > 0 {
+			notes = append(notes, fmt.Sprintf("member %d holds leases %v", i+1, ids))
+		}
+	}
+	return notes
 }
 
 // coreStatus describes the core members' raft state.
@@ -217,5 +245,8 @@ func (w *World) finish() {
 	w.phase = phaseDone
 	if !w.stats.Unrecoverable {
 		w.chk.final()
+		if w.failure == nil {
+			w.watch.final()
+		}
 	}
 }

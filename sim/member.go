@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"strings"
@@ -233,7 +234,7 @@ func (m *member) startFailed(what string, err error) {
 		// The process dies: its open files and lock go with it.
 		m.disk = m.disk.Crash(m.crashRNG.r)
 		m.disk.SetInjector(m.inj)
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 		return
 	}
 	m.w.fail("restart", fmt.Sprintf("member %d: %s: %v", m.id, what, err))
@@ -249,6 +250,7 @@ func (m *member) corruption(err error) bool {
 // never restarted (an operator would replace it).
 func (m *member) failPermanently() {
 	m.w.mix(uint64(evRestart), m.id, 0xdead)
+	m.w.disturb(m.w.now, math.MaxInt64)
 	m.stop()
 	m.failed = true
 	m.w.stats.Corrupted++
@@ -315,10 +317,18 @@ func (m *member) crash(why string) {
 	m.stop()
 	switch {
 	case m.w.phase == phaseSafety:
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 	case m.w.live != nil && m.w.live.core[m.idx]:
-		m.w.after(m.w.restartDelay(), evRestart, m.idx, m.restart)
+		m.scheduleRestart()
 	}
+}
+
+// scheduleRestart restarts the member after a drawn delay; the cluster is
+// disturbed meanwhile.
+func (m *member) scheduleRestart() {
+	d := m.w.restartDelay()
+	m.w.disturb(m.w.now, m.w.now+d)
+	m.w.after(d, evRestart, m.idx, m.restart)
 }
 
 // pause freezes the process for d: it neither ticks nor handles messages,
@@ -326,6 +336,7 @@ func (m *member) crash(why string) {
 func (m *member) pause(d time.Duration) {
 	m.w.stats.Pauses++
 	until := m.w.now + d
+	m.w.disturb(m.w.now, until)
 	m.pausedUntil = until
 	inc := m.incarnation
 	m.w.at(until, evUnpause, m.idx, func() {
@@ -533,6 +544,9 @@ func (m *member) complete(rd engine.Ready) {
 	if m.w.failure != nil || !m.up {
 		return
 	}
+	if out.View != nil {
+		m.w.watch.published(m)
+	}
 	for _, r := range out.Responses {
 		m.answered(r)
 	}
@@ -674,10 +688,14 @@ func (m *member) request(a *attempt) {
 		case op.read != nil && op.serializable:
 			m.serveRead(a)
 			return
-		case op.read != nil:
+		case op.read != nil, op.write == nil:
+			// A linearizable read, keepalive or TTL waits for a read barrier,
+			// which confirms the leadership a keepalive needs (etcd's
+			// ensureLeadership) as the server's does.
 		default:
 			w := op.write
-			r.Op = &pb.InternalRaftRequest{Put: w.Put, DeleteRange: w.DeleteRange, Txn: w.Txn, Compaction: w.Compaction}
+			r.Op = &pb.InternalRaftRequest{Put: w.Put, DeleteRange: w.DeleteRange, Txn: w.Txn, Compaction: w.Compaction,
+				LeaseGrant: w.LeaseGrant, LeaseRevoke: w.LeaseRevoke}
 		}
 		id, err := m.node.Submit(r)
 		if err != nil {
@@ -698,11 +716,51 @@ func (m *member) answered(r engine.Response) {
 		return
 	}
 	delete(m.calls, r.ID)
-	if a.op.read != nil && r.Err == nil {
+	switch {
+	case a.op.read != nil && r.Err == nil:
 		m.serveRead(a)
+		return
+	case a.op.write == nil && r.Err == nil:
+		m.serveLease(a)
 		return
 	}
 	m.w.work.reply(a, r.Result, r.Err, 0)
+}
+
+// serveLease serves a keepalive or a TTL after its read barrier, from
+// the leader's memory, as the server does; any other member answers
+// engine.ErrNotLeader.
+func (m *member) serveLease(a *attempt) {
+	if m.view == nil {
+		m.w.work.reply(a, nil, errNotReady, 0)
+		return
+	}
+	o := a.op
+	rev := m.view.Rev()
+	hdr := &pb.ResponseHeader{Revision: rev}
+	if o.lease == leaseKeepAlive {
+		var ttl int64
+		var err error
+		if m.w.opts.Bugs.KeepAliveWithoutRenew {
+			var st engine.LeaseStatus
+			st, err = m.node.LeaseTimeToLive(o.leaseID, false)
+			ttl = st.GrantedTTL
+		} else {
+			ttl, err = m.node.Renew(o.leaseID)
+		}
+		if err == nil {
+			m.w.chk.renewed(o.leaseID)
+		}
+		m.w.work.reply(a, &pb.LeaseKeepAliveResponse{Header: hdr, ID: o.leaseID, TTL: ttl}, err, rev)
+		return
+	}
+	st, err := m.node.LeaseTimeToLive(o.leaseID, o.withKeys)
+	resp := &pb.LeaseTimeToLiveResponse{Header: hdr, ID: o.leaseID, TTL: st.TTL, GrantedTTL: st.GrantedTTL, Keys: st.Keys}
+	if errors.Is(err, engine.ErrLeaseNotFound) {
+		// The server answers TTL -1, not an error, as etcd does.
+		resp, err = &pb.LeaseTimeToLiveResponse{Header: hdr, ID: o.leaseID, TTL: -1}, nil
+	}
+	m.w.work.reply(a, resp, err, rev)
 }
 
 // serveRead serves a read from the newest published view, as the server

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -25,6 +26,19 @@ type model struct {
 	keys []string
 	// hist holds each key's versions, oldest first, tombstones included.
 	hist map[string][]modelVersion
+	// leases are the granted leases by ID. A key is attached to the lease
+	// its live version names; the engine refuses a put to a lease that does
+	// not exist, so every such lease is in leases.
+	leases map[int64]*modelLease
+}
+
+// modelLease is one granted lease.
+type modelLease struct {
+	// ttl is the granted TTL in seconds, raised to the engine's minimum.
+	ttl int64
+	// remaining is the remaining TTL the leader last checkpointed; 0 when
+	// unset (a renewal clears it).
+	remaining int64
 }
 
 // modelVersion is one put or tombstone (ver == 0) of a key.
@@ -41,9 +55,20 @@ var (
 	errModelFuture    = errors.New("future revision")
 	errModelLease     = errors.New("lease not found")
 	errModelUnknown   = errors.New("unknown request")
+	errModelExist     = errors.New("lease already exists")
+	errModelTTL       = errors.New("too large lease TTL")
 )
 
-func newModel() *model { return &model{rev: 1, hist: map[string][]modelVersion{}} }
+// leaseTTLMin is the smallest TTL the engine grants, in seconds: one and
+// a half election timeouts, rounded up to a second (etcd's minTTL).
+const leaseTTLMin = (3*electionTicks*int64(tickInterval)/2 + int64(time.Second) - 1) / int64(time.Second)
+
+// leaseTTLMax is the largest TTL a grant may ask for (etcd's MaxLeaseTTL).
+const leaseTTLMax = 9_000_000_000
+
+func newModel() *model {
+	return &model{rev: 1, hist: map[string][]modelVersion{}, leases: map[int64]*modelLease{}}
+}
 
 // at returns the newest version of key with main revision <= rev, or nil.
 func (m *model) at(key string, rev int64) *modelVersion {
@@ -124,7 +149,7 @@ func (m *model) apply(req *pb.InternalRaftRequest) (proto.Message, error) {
 	switch {
 	case req.Put != nil:
 		t := m.begin()
-		if req.Put.Lease != 0 {
+		if req.Put.Lease != 0 && m.leases[req.Put.Lease] == nil {
 			return nil, errModelLease
 		}
 		res := t.put(req.Put)
@@ -150,8 +175,72 @@ func (m *model) apply(req *pb.InternalRaftRequest) (proto.Message, error) {
 		}
 		m.compactRev = rev
 		return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: m.rev}}, nil
+	case req.LeaseGrant != nil:
+		return m.grant(req.LeaseGrant)
+	case req.LeaseRevoke != nil:
+		return m.revoke(req.LeaseRevoke.ID)
+	case req.LeaseCheckpoint != nil:
+		for _, cp := range req.LeaseCheckpoint.Checkpoints {
+			if l := m.leases[cp.ID]; l != nil {
+				l.remaining = cp.Remaining_TTL
+			}
+		}
+		return &pb.LeaseCheckpointResponse{Header: &pb.ResponseHeader{Revision: m.rev}}, nil
 	}
 	return nil, errModelUnknown
+}
+
+// grant adds a lease as etcd's lessor does: ID 0 is not found (the
+// server picks an ID before it proposes), a taken ID exists, a TTL below
+// the minimum is raised to it. Granting writes nothing to the store.
+func (m *model) grant(g *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	switch {
+	case g.ID == 0:
+		return nil, errModelLease
+	case g.TTL > leaseTTLMax:
+		return nil, errModelTTL
+	case m.leases[g.ID] != nil:
+		return nil, errModelExist
+	}
+	ttl := max(g.TTL, leaseTTLMin)
+	m.leases[g.ID] = &modelLease{ttl: ttl}
+	return &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: m.rev}, ID: g.ID, TTL: ttl}, nil
+}
+
+// revoke deletes the lease and every key attached to it, all in one
+// revision (none if no key is attached).
+func (m *model) revoke(id int64) (*pb.LeaseRevokeResponse, error) {
+	if m.leases[id] == nil {
+		return nil, errModelLease
+	}
+	t := m.begin()
+	for _, k := range m.attached(id, m.rev) {
+		t.write(k, modelVersion{})
+	}
+	t.end()
+	delete(m.leases, id)
+	return &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: m.rev}}, nil
+}
+
+// leaseIDs returns the IDs of the granted leases, ascending.
+func (m *model) leaseIDs() []int64 {
+	ids := make([]int64, 0, len(m.leases))
+	for id := range m.leases {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// attached returns the keys attached to lease id at revision rev, sorted.
+func (m *model) attached(id int64, rev int64) []string {
+	var keys []string
+	for _, k := range m.keys {
+		if v := m.live(k, rev); v != nil && v.lease == id {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // modelTxn is one write transaction: its changes get main revision
@@ -241,7 +330,7 @@ func (t *modelTxn) txn(rt *pb.TxnRequest) (*pb.TxnResponse, error) {
 				return nil, err
 			}
 		case *pb.RequestOp_RequestPut:
-			if v.RequestPut.Lease != 0 {
+			if l := v.RequestPut.Lease; l != 0 && t.m.leases[l] == nil {
 				return nil, errModelLease
 			}
 		case *pb.RequestOp_RequestTxn:
@@ -377,6 +466,14 @@ func describeTo(b *strings.Builder, m proto.Message) {
 		b.WriteString("]")
 	case *pb.CompactionResponse:
 		fmt.Fprintf(b, "compact rev=%d", r.GetHeader().GetRevision())
+	case *pb.LeaseGrantResponse:
+		fmt.Fprintf(b, "grant rev=%d id=%d ttl=%d", r.GetHeader().GetRevision(), r.ID, r.TTL)
+	case *pb.LeaseRevokeResponse:
+		fmt.Fprintf(b, "revoke rev=%d", r.GetHeader().GetRevision())
+	case *pb.LeaseKeepAliveResponse:
+		fmt.Fprintf(b, "keepalive rev=%d id=%d ttl=%d", r.GetHeader().GetRevision(), r.ID, r.TTL)
+	case *pb.LeaseTimeToLiveResponse:
+		fmt.Fprintf(b, "ttl rev=%d id=%d ttl=%d granted=%d keys=%q", r.GetHeader().GetRevision(), r.ID, r.TTL, r.GrantedTTL, r.Keys)
 	default:
 		fmt.Fprintf(b, "%T", m)
 	}

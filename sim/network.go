@@ -59,6 +59,7 @@ func (n *network) send(from int, msg *raftpb.Message, body []byte) {
 	sender := w.members[from]
 	if n.blocked[from][to] || n.rng.chance(n.o.DropPPM) {
 		w.stats.Dropped++
+		w.disturb(w.now, w.now)
 		if msg.GetType() == raftpb.MsgSnap {
 			sender.snapshotReport(msg.GetTo(), sender.incarnation, false)
 		}
@@ -111,6 +112,7 @@ func (n *network) nemesis() {
 		for to := range members {
 			if from != to && n.rng.chance(n.o.ClogPPM) {
 				n.clogUntil[from][to] = n.w.now + n.rng.expish(n.o.ClogMean)
+				n.w.disturb(n.w.now, n.clogUntil[from][to])
 			}
 		}
 	}
@@ -158,6 +160,9 @@ func (n *network) partition() {
 func (n *network) heal() {
 	for _, row := range n.blocked {
 		clear(row)
+	}
+	if n.partitioned {
+		n.w.disturb(n.partitionSince, n.w.now)
 	}
 	n.partitioned = false
 	n.w.mix(uint64(evHeal))

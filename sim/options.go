@@ -104,6 +104,34 @@ type WorkOptions struct {
 	// makes before giving up.
 	Timeout  time.Duration
 	Attempts int
+
+	// Lease is the lease clients' part, drawn from a stream of its own so
+	// that it leaves the draws above alone.
+	Lease LeaseWork
+}
+
+// LeaseWork are the lease clients: they grant leases with IDs of their
+// own choosing (so the checkers can follow them), attach keys of their
+// own key space to them, keep some alive, revoke some, let others expire
+// and ask their TTL.
+type LeaseWork struct {
+	// Clients is the number of lease clients; 0 turns leases off.
+	Clients int
+	// Rate is the lease operations per second of all lease clients
+	// together, keepalives of the kept leases not counted.
+	Rate int
+	// Keys is the size of the leased key space (keys l000, l001, ...),
+	// apart from the other clients' keys.
+	Keys int
+	// TTLMax is the largest TTL, in seconds, a grant asks for; grants ask
+	// for [0, TTLMax], the engine raises it to its minimum.
+	TTLMax int64
+	// Mix weighs the lease operation kinds, indexed by leaseOpKind.
+	Mix [leaseOpKinds]uint32
+	// KeepPPM of granted leases are kept alive, as clientv3's KeepAlive
+	// does: a keepalive every TTL/3; each round stops keeping the lease
+	// alive with StopPPM.
+	KeepPPM, StopPPM uint32
 }
 
 // Bugs are planted bugs the checkers must catch (the simulator's
@@ -122,10 +150,13 @@ type Bugs struct {
 	// SkipHardStateSync: the host does not fsync a Ready that carries only a
 	// HardState (a new term or vote).
 	SkipHardStateSync bool
+	// KeepAliveWithoutRenew: the host answers a keepalive with the lease's
+	// TTL without renewing it.
+	KeepAliveWithoutRenew bool
 }
 
 // BugNames lists the planted bugs by their command-line names.
-var BugNames = []string{"ack-before-fsync", "skip-crc", "read-without-readindex", "apply-uncommitted", "skip-hardstate-sync"}
+var BugNames = []string{"ack-before-fsync", "skip-crc", "read-without-readindex", "apply-uncommitted", "skip-hardstate-sync", "keepalive-without-renew"}
 
 // SetBug turns on the planted bug with the given name.
 func (b *Bugs) SetBug(name string) error {
@@ -140,6 +171,8 @@ func (b *Bugs) SetBug(name string) error {
 		b.ApplyUncommitted = true
 	case "skip-hardstate-sync":
 		b.SkipHardStateSync = true
+	case "keepalive-without-renew":
+		b.KeepAliveWithoutRenew = true
 	default:
 		return fmt.Errorf("sim: unknown bug %q (known: %s)", name, strings.Join(BugNames, ", "))
 	}
@@ -148,7 +181,7 @@ func (b *Bugs) SetBug(name string) error {
 
 func (b Bugs) String() string {
 	var on []string
-	for i, set := range []bool{b.AckBeforeFsync, b.SkipCRC, b.ReadWithoutReadIndex, b.ApplyUncommitted, b.SkipHardStateSync} {
+	for i, set := range []bool{b.AckBeforeFsync, b.SkipCRC, b.ReadWithoutReadIndex, b.ApplyUncommitted, b.SkipHardStateSync, b.KeepAliveWithoutRenew} {
 		if set {
 			on = append(on, BugNames[i])
 		}
@@ -219,6 +252,20 @@ func Draw(seed uint64) Options {
 	o.Work.Timeout = g.dur(500*time.Millisecond, 5*time.Second).Truncate(time.Millisecond)
 	o.Work.Attempts = int(g.between(1, 4))
 
+	g = newRNG(seed, streamOptLease)
+	if g.chance(750_000) {
+		l := &o.Work.Lease
+		l.Clients = int(g.between(1, 4))
+		l.Rate = int(g.between(2, 40))
+		l.Keys = []int{1, 3, 10, 30}[g.intN(4)]
+		l.TTLMax = g.between(1, 8)
+		for k := range l.Mix {
+			l.Mix[k] = sometimes(g, 800_000, 0, 100)
+		}
+		l.Mix[leaseGrant] = uint32(g.between(10, 100))
+		l.KeepPPM = uint32(g.between(0, ppmMax))
+		l.StopPPM = sometimes(g, 700_000, 0, 200_000)
+	}
 	o.Operator = drawOperator(seed, o.Members)
 	return o
 }
@@ -252,8 +299,15 @@ func (o Options) String() string {
 	for k, x := range w.Mix {
 		mix = append(mix, fmt.Sprintf("%s=%d", opKind(k), x))
 	}
-	fmt.Fprintf(&b, "  workload: clients=%d rate=%d/s keys=%d mix=[%s] serializable=%dppm old-rev=%dppm timeout=%v attempts=%d",
+	fmt.Fprintf(&b, "  workload: clients=%d rate=%d/s keys=%d mix=[%s] serializable=%dppm old-rev=%dppm timeout=%v attempts=%d\n",
 		w.Clients, w.Rate, w.Keys, strings.Join(mix, " "), w.SerializablePPM, w.OldRevPPM, w.Timeout, w.Attempts)
+	l := w.Lease
+	var lmix []string
+	for k, x := range l.Mix {
+		lmix = append(lmix, fmt.Sprintf("%s=%d", leaseOpKind(k), x))
+	}
+	fmt.Fprintf(&b, "  leases: clients=%d rate=%d/s keys=%d ttl<=%ds mix=[%s] keep=%dppm stop=%dppm/round late-bound=ttl+%v",
+		l.Clients, l.Rate, l.Keys, l.TTLMax, strings.Join(lmix, " "), l.KeepPPM, l.StopPPM, leaseLateBound)
 	if o.Operator.ActPPM > 0 {
 		fmt.Fprintf(&b, "\n%s", o.Operator)
 	}

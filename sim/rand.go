@@ -18,15 +18,18 @@ const (
 	streamOptDisk    Stream = 3
 	streamOptFault   Stream = 4
 	streamOptWork    Stream = 5
+	streamOptLease   Stream = 6
 	// streamOptOperator draws OperatorOptions, streamOperator the
 	// operator's changes and the members it adds.
-	streamOptOperator Stream = 6
+	streamOptOperator Stream = 7
 	streamNet         Stream = 16
 	streamFault       Stream = 17
 	streamWork        Stream = 18
 	streamRaftCrypto  Stream = 19
 	streamCheck       Stream = 20
-	streamOperator    Stream = 21
+	streamLease       Stream = 21
+	streamOperator    Stream = 22
+	streamWatch       Stream = 23
 	// streamDisk + i drives member i's disk faults, streamCrash + i the
 	// outcomes of its crashes, streamEngine + i its engine's request IDs.
 	streamDisk   Stream = 1 << 8

@@ -24,10 +24,13 @@ const (
 	opTxn
 	opCompact
 	opKinds
+	// opLease is an operation of a lease client (lease.go); it has no
+	// weight in WorkOptions.Mix.
+	opLease = opKinds
 )
 
 func (k opKind) String() string {
-	return [...]string{"put", "get", "range", "del", "delrange", "txn", "compact"}[k]
+	return [...]string{"put", "get", "range", "del", "delrange", "txn", "compact", "lease"}[k]
 }
 
 // op is one logical client operation; each try is an attempt.
@@ -41,8 +44,14 @@ type op struct {
 	read  *pb.RangeRequest
 	// serializable reads skip the read barrier.
 	serializable bool
-	attempts     []*attempt
-	done         bool
+	// lease, leaseID, withKeys, keep and loop describe an opLease (lease.go).
+	lease    leaseOpKind
+	leaseID  int64
+	withKeys bool
+	keep     bool
+	loop     bool
+	attempts []*attempt
+	done     bool
 }
 
 // attemptState is what a client knows of one attempt.
@@ -93,7 +102,13 @@ type workload struct {
 	rng     rng
 	o       WorkOptions
 	clients []*client
-	ops     []*op
+	// lrng draws everything about the lease clients, so that they leave
+	// the other clients' draws alone.
+	lrng   rng
+	leases []*leaseClient
+	// leaseThink is the mean pause between a lease client's ops.
+	leaseThink time.Duration
+	ops        []*op
 	// keys is the key space, sorted: keys[i] is the i-th key.
 	keys []string
 	// think is the mean pause between a client's ops.
@@ -111,16 +126,26 @@ func newWorkload(w *World) *workload {
 	if wl.o.Rate > 0 {
 		wl.think = time.Duration(wl.o.Clients) * time.Second / time.Duration(wl.o.Rate)
 	}
+	wl.newLeaseClients()
 	return wl
 }
 
 func (wl *workload) start() {
+	wl.startLeaseClients()
 	if wl.think == 0 {
 		return
 	}
 	for _, c := range wl.clients {
 		wl.w.after(wl.rng.dur(0, wl.think), evClient, -1, func() { wl.next(c) })
 	}
+}
+
+// rngOf is the stream that draws for op o.
+func (wl *workload) rngOf(o *op) rng {
+	if o.kind == opLease {
+		return wl.lrng
+	}
+	return wl.rng
 }
 
 // next starts the client's next op, unless the safety phase is over.
@@ -203,14 +228,30 @@ func (wl *workload) readOptions(c *client, o *op) {
 	}
 }
 
-// issue sends a new attempt of o to a member.
+// issue sends a new attempt of o to a member; a lease op's retry goes to
+// another member than its last attempt, as clientv3 moves on from a member
+// that is not the leader.
 func (wl *workload) issue(o *op) {
 	w := wl.w
+	g := wl.rngOf(o)
 	eps := w.ops.clientEndpoints()
-	a := &attempt{op: o, member: eps[wl.rng.intN(uint64(len(eps)))], sent: w.now}
+	member := eps[g.intN(uint64(len(eps)))]
+	if k := len(o.attempts); o.kind == opLease && k > 0 && len(eps) > 1 {
+		last := o.attempts[k-1].member
+		others := make([]int, 0, len(eps))
+		for _, e := range eps {
+			if e != last {
+				others = append(others, e)
+			}
+		}
+		if len(others) > 0 {
+			member = others[g.intN(uint64(len(others)))]
+		}
+	}
+	a := &attempt{op: o, member: member, sent: w.now}
 	o.attempts = append(o.attempts, a)
 	m := w.members[a.member]
-	w.after(wl.rng.dur(clientLinkDelayMin, clientLinkDelayMax), evClient, a.member, func() { m.request(a) })
+	w.after(g.dur(clientLinkDelayMin, clientLinkDelayMax), evClient, a.member, func() { m.request(a) })
 	w.after(wl.o.Timeout, evClientTimeout, -1, func() {
 		if a.state == attemptPending {
 			a.state, a.answered = attemptIndefinite, w.now
@@ -221,7 +262,7 @@ func (wl *workload) issue(o *op) {
 
 // reply sends a member's answer back to the client.
 func (wl *workload) reply(a *attempt, resp proto.Message, err error, viewRev int64) {
-	wl.w.after(wl.rng.dur(clientLinkDelayMin, clientLinkDelayMax), evClientReply, -1, func() {
+	wl.w.after(wl.rngOf(a.op).dur(clientLinkDelayMin, clientLinkDelayMax), evClientReply, -1, func() {
 		wl.receive(a, resp, err, viewRev)
 	})
 }
@@ -237,7 +278,7 @@ func (wl *workload) receive(a *attempt, resp proto.Message, err error, viewRev i
 	case errors.Is(err, engine.ErrTimeout):
 		a.state = attemptIndefinite
 	case errors.Is(err, engine.ErrNoLeader), errors.Is(err, engine.ErrTooManyRequests), errors.Is(err, errNotReady),
-		errors.Is(err, errLearnerRefused):
+		errors.Is(err, engine.ErrNotLeader), errors.Is(err, errLearnerRefused):
 		a.state = attemptRefused
 	default:
 		a.state = attemptOK
@@ -251,6 +292,10 @@ func (wl *workload) settle(a *attempt) {
 	o := a.op
 	if o.client < 0 {
 		return // the liveness probe retries on its own
+	}
+	if o.kind == opLease {
+		wl.settleLease(a)
+		return
 	}
 	c := wl.clients[o.client]
 	if a.state == attemptOK {
@@ -318,6 +363,14 @@ func responseRev(m proto.Message) int64 {
 		return r.GetHeader().GetRevision()
 	case *pb.CompactionResponse:
 		return r.GetHeader().GetRevision()
+	case *pb.LeaseGrantResponse:
+		return r.GetHeader().GetRevision()
+	case *pb.LeaseRevokeResponse:
+		return r.GetHeader().GetRevision()
+	case *pb.LeaseKeepAliveResponse:
+		return r.GetHeader().GetRevision()
+	case *pb.LeaseTimeToLiveResponse:
+		return r.GetHeader().GetRevision()
 	}
 	return 0
 }
@@ -336,6 +389,10 @@ func errClass(err error) int {
 		return 3
 	case errors.Is(err, engine.ErrUnknownRequest), errors.Is(err, errModelUnknown):
 		return 4
+	case errors.Is(err, engine.ErrLeaseExist), errors.Is(err, errModelExist):
+		return 5
+	case errors.Is(err, engine.ErrLeaseTTLTooLarge), errors.Is(err, errModelTTL):
+		return 6
 	}
 	return -1
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ const (
 	evLiveness
 	evSnapshot
 	evMember
+	evWatch
 )
 
 // event is one scheduled action. Events run in (at, seq) order; seq is the
@@ -115,7 +117,15 @@ type World struct {
 	chk     *checker
 	live    *liveness
 	ops     *operator
+	watch   *watchSim
 	fault   rng
+
+	// disturbed are the windows in which a fault, or the election after
+	// one, may have delayed the cluster, each extended by disturbSettle;
+	// the lease checker expects timely expiry only outside them.
+	// Invariant: from is non-decreasing, but for partitions, which are
+	// recorded when they heal.
+	disturbed []window
 
 	// failure is the first violation found; the run stops there.
 	failure *Violation
@@ -139,8 +149,14 @@ type Stats struct {
 	Snapshots  int
 	// Installed counts the snapshots members received from a leader.
 	Installed int
+	// Leases counts the committed grants; Expired the leases the leader
+	// revoked on expiry; Quiet the leases whose expiry window no fault
+	// disturbed, which the late lease check covered.
+	Leases, Expired, Quiet int
 	// Members are the membership changes' figures.
 	Members MemberStats
+	// WatchEvents counts the events the simulated watchers received and checked.
+	WatchEvents int
 	// Unrecoverable is set when rot was found on so many core members that
 	// no majority was left; the liveness and history checks are skipped.
 	Unrecoverable bool
@@ -173,8 +189,8 @@ type Result struct {
 // Line is the one-line summary `basalt sim` prints for the run.
 func (r Result) Line() string {
 	s := r.Stats
-	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d",
-		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted)
+	figures := fmt.Sprintf("members=%d sim=%v events=%d ops=%d acked=%d log=%d snapshots=%d installed=%d crashes=%d pauses=%d partitions=%d corrupted=%d leases=%d expired=%d quiet=%d watched=%d",
+		r.Options.Members, s.SimTime.Truncate(time.Millisecond), s.Events, s.Ops, s.Acked, s.Entries, s.Snapshots, s.Installed, s.Crashes, s.Pauses, s.Partitions, s.Corrupted, s.Leases, s.Expired, s.Quiet, s.WatchEvents)
 	figures += s.Members.String()
 	if r.Failure != nil {
 		return fmt.Sprintf("seed %d FAIL %s trace=%016x\n  %s", r.Options.Seed, figures, r.Trace, strings.ReplaceAll(r.Failure.Error(), "\n", "\n  "))
@@ -221,6 +237,7 @@ func newWorld(opts Options) *World {
 		w.members = append(w.members, newMember(w, i, w.fault))
 	}
 	w.work = newWorkload(w)
+	w.watch = newWatchSim(w)
 	return w
 }
 
@@ -240,6 +257,34 @@ func (w *World) mix(words ...uint64) {
 		h *= 1099511628211
 	}
 	w.trace = h
+}
+
+// window is the time window [from, to].
+type window struct{ from, to time.Duration }
+
+// disturb records that the cluster was disturbed over [from, to], and
+// for disturbSettle after: long enough for an election to start and end.
+// A window that overlaps the last one joins it, so that a steady fault
+// (drops) keeps the record short.
+func (w *World) disturb(from, to time.Duration) {
+	if to < math.MaxInt64-disturbSettle {
+		to += disturbSettle
+	}
+	if k := len(w.disturbed); k > 0 && from >= w.disturbed[k-1].from && from <= w.disturbed[k-1].to {
+		w.disturbed[k-1].to = max(w.disturbed[k-1].to, to)
+		return
+	}
+	w.disturbed = append(w.disturbed, window{from, to})
+}
+
+// quiet reports whether nothing disturbed the cluster over [from, to].
+func (w *World) quiet(from, to time.Duration) bool {
+	for _, d := range w.disturbed {
+		if d.from <= to && d.to >= from {
+			return false
+		}
+	}
+	return true
 }
 
 // at schedules fn at time t.
@@ -269,6 +314,7 @@ func (w *World) start() {
 	}
 	w.work.start()
 	w.ops.start()
+	w.watch.start()
 	w.after(nemesisInterval, evNemesis, -1, w.nemesis)
 	w.at(w.opts.Safety, evLiveness, -1, w.startLiveness)
 }

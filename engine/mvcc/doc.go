@@ -38,10 +38,14 @@
 //
 // View copies the three trees with tidwall's copy-on-write Copy, which is O(1): from then on the
 // writer copies a node before changing it, and never changes a node a View shares. The items are
-// protected by two rules, which together mean nothing a published View can reach is ever written:
+// protected by three rules, which together mean nothing a published View reads is ever written:
 //
 //   - A keyIndex is modified in place only if it was made after the last View (its epoch equals
-//     Store.epoch); otherwise the writer makes a new keyIndex and sets it in the tree.
+//     Store.epoch); otherwise the writer makes a new keyIndex and sets it in the tree. The one
+//     exception is a put on a live key: it appends the version to the shared keyIndex, storing
+//     the longer slice atomically, and a View reads no version above its revision. This spares
+//     the copy of the keyIndex and of the B-tree path to it, which took most of what a put
+//     allocated when a View was taken after every applied batch.
 //   - The versions array of a key is only ever appended to beyond every slice derived from it, or
 //     replaced by a new array; a version, a revChanges and the bytes of keys and values are never
 //     written once stored.

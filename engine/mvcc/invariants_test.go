@@ -14,20 +14,21 @@ func checkInvariants(s *Store) error {
 	}
 	var bytes int64
 	check := func(ki *keyIndex, live bool) error {
-		if len(ki.vers) == 0 {
+		vers := ki.versions()
+		if len(vers) == 0 {
 			return fmt.Errorf("key %q has no versions", ki.key)
 		}
 		if ki.epoch > s.epoch {
 			return fmt.Errorf("key %q epoch %d > store epoch %d", ki.key, ki.epoch, s.epoch)
 		}
-		if last := &ki.vers[len(ki.vers)-1]; last.tombstone() == live {
+		if last := &vers[len(vers)-1]; last.tombstone() == live {
 			return fmt.Errorf("key %q in live=%v has newest version tombstone=%v", ki.key, live, last.tombstone())
 		}
 		bytes += keyOverheadBytes + int64(len(ki.key))
-		for i := range ki.vers {
-			v := &ki.vers[i]
+		for i := range vers {
+			v := &vers[i]
 			bytes += versionOverheadBytes + int64(len(v.value))
-			if i > 0 && !ki.vers[i-1].mod.less(v.mod) {
+			if i > 0 && !vers[i-1].mod.less(v.mod) {
 				return fmt.Errorf("key %q: versions out of order at %d", ki.key, i)
 			}
 			if v.mod.Main > st.rev {
@@ -47,10 +48,10 @@ func checkInvariants(s *Store) error {
 				return fmt.Errorf("key %q: %w", ki.key, err)
 			}
 		}
-		if cut := physicalCut(ki.vers, st.compactRev); s.compactDone() && cut != 0 {
+		if cut := physicalCut(vers, st.compactRev); s.compactDone() && cut != 0 {
 			return fmt.Errorf("key %q: compaction done but %d versions left to drop", ki.key, cut)
 		}
-		if s.compactDone() && len(vs) == 0 && ki.vers[len(ki.vers)-1].mod.Main != st.compactRev {
+		if s.compactDone() && len(vs) == 0 && vers[len(vers)-1].mod.Main != st.compactRev {
 			return fmt.Errorf("key %q: compaction done but the key retains nothing", ki.key)
 		}
 		return nil
@@ -123,8 +124,8 @@ func dumpKeys(st *state) []string {
 			tree = "live"
 		}
 		line := fmt.Sprintf("%s %s:", tree, fmtKey(ki.key))
-		for i := range ki.vers {
-			line += " " + fmtVersion(&ki.vers[i])
+		for _, v := range ki.versions() {
+			line += " " + fmtVersion(&v)
 		}
 		out = append(out, line)
 		return true

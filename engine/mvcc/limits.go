@@ -32,7 +32,7 @@ const (
 
 	// keyOverheadBytes and versionOverheadBytes are what Bytes charges for each retained key and
 	// each retained version on top of the key and value bytes themselves.
-	keyOverheadBytes     = int64(unsafe.Sizeof(keyIndex{})) + int64(unsafe.Sizeof("")) + 8
+	keyOverheadBytes     = int64(unsafe.Sizeof(keyIndex{})) + int64(unsafe.Sizeof([]version(nil))) + int64(unsafe.Sizeof(""))
 	versionOverheadBytes = int64(unsafe.Sizeof(version{}))
 )
 

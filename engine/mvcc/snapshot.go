@@ -11,13 +11,17 @@ import (
 )
 
 // The logical state of a store is its revision, its compaction revision and, for every key, the
-// versions retained at the compaction revision (keyIndex.retained). WriteTo writes exactly that,
-// so two stores with the same logical state write the same bytes, whatever their physical
-// compaction progress. HashKV hashes the same records.
+// versions retained at the compaction revision (keyIndex.retained) plus a tombstone made at the
+// compaction revision itself (keyIndex.carried), which a watch starting there delivers. WriteTo
+// writes exactly that, so two stores with the same logical state write the same bytes, whatever
+// their physical compaction progress. HashKV hashes the retained records only, as etcd leaves
+// a tombstone at the compaction revision out of its hash.
 //
-// Stream format, version 1. Fixed-width integers are big-endian uint32.
+// Stream format, version 2 (version 1, still read, did not carry the tombstones made at the
+// compaction revision, so a store restored from it has history from compactRev+1 only).
+// Fixed-width integers are big-endian uint32.
 //
-//	stream  = magic "basaltKV" | formatVersion uint32 = 1 | frame* | end
+//	stream  = magic "basaltKV" | formatVersion uint32 = 2 | frame* | end
 //	frame   = n uint32 (1..snapshotFrameBytesMax) | payload[n] | crc uint32
 //	end     = 0 uint32 | crc uint32
 //
@@ -42,7 +46,9 @@ import (
 // compaction revision and with main revision <= rev (keys left with no version are skipped).
 const (
 	snapshotMagic         = "basaltKV"
-	snapshotFormatVersion = 1
+	snapshotFormatVersion = 2
+	// snapshotFormatVersionNoCompactTombstones is the older format Restore still reads.
+	snapshotFormatVersionNoCompactTombstones = 1
 
 	recordEnd = 0x00
 	recordKey = 0x01
@@ -86,7 +92,7 @@ func (v *View) WriteTo(w io.Writer) (int64, error) {
 	scratch = append(scratch, boolByte(v.st.compacted))
 	e.write(scratch)
 	v.st.visitAll("", func(ki *keyIndex) bool {
-		if vs := ki.retained(v.st.compactRev, v.st.rev); len(vs) > 0 {
+		if vs := ki.carried(v.st.compactRev, v.st.rev); len(vs) > 0 {
 			scratch = writeRecord(e, scratch, ki.key, vs)
 		}
 		return e.err == nil
@@ -199,6 +205,9 @@ type decoder struct {
 	offset  int64 // stream offset of the next frame, for error messages.
 	ended   bool
 	err     error // the error ReadByte last returned.
+	// compactChanges is set for a stream that carries every change made at the compaction
+	// revision (format 2), so the history restarts there rather than after it.
+	compactChanges bool
 }
 
 func corruptf(format string, args ...any) error {
@@ -327,10 +336,12 @@ func Restore(r io.Reader) (*Store, error) {
 	if string(hdr[:8]) != snapshotMagic {
 		return nil, corruptf("bad magic %q", hdr[:8])
 	}
-	if fv := binary.BigEndian.Uint32(hdr[8:]); fv != snapshotFormatVersion {
+	fv := binary.BigEndian.Uint32(hdr[8:])
+	if fv != snapshotFormatVersion && fv != snapshotFormatVersionNoCompactTombstones {
 		return nil, corruptf("unknown format version %d", fv)
 	}
-	d := &decoder{r: r, crc: crc32.Update(0, crcTable, hdr[:]), offset: int64(len(hdr))}
+	d := &decoder{r: r, crc: crc32.Update(0, crcTable, hdr[:]), offset: int64(len(hdr)),
+		compactChanges: fv == snapshotFormatVersion}
 	s, err := d.body()
 	if err != nil {
 		return nil, err
@@ -399,33 +410,34 @@ func (d *decoder) body() (*Store, error) {
 			return nil, corruptf("key %q after %q", key, prevKey)
 		}
 		prevKey, first = key, false
-		ki, err := d.versions(key, rev, compactRev)
+		ki, err := d.versions(key, rev, compactRev, d.compactChanges && compacted == 1)
 		if err != nil {
 			return nil, err
 		}
 		ki.epoch = s.epoch
 		s.bytes += keyOverheadBytes + int64(len(key))
-		for i := range ki.vers {
-			v := &ki.vers[i]
+		vers := ki.versions()
+		for i := range vers {
+			v := &vers[i]
 			s.bytes += versionOverheadBytes + int64(len(v.value))
-			if v.mod.Main > compactRev {
+			if v.mod.Main > compactRev || (d.compactChanges && compacted == 1 && v.mod.Main == compactRev) {
 				refs = append(refs, histRef{v.mod, key})
 			}
 		}
-		if ki.vers[len(ki.vers)-1].tombstone() {
+		if vers[len(vers)-1].tombstone() {
 			s.st.dead.Load(key, ki)
 		} else {
 			s.st.live.Load(key, ki)
 		}
 	}
-	if err := s.loadHistory(refs); err != nil {
+	if err := s.loadHistory(refs, d.compactChanges && compacted == 1); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // versions reads the versions of key and checks that they form a valid retained history.
-func (d *decoder) versions(key string, rev, compactRev int64) (*keyIndex, error) {
+func (d *decoder) versions(key string, rev, compactRev int64, compactTombstones bool) (*keyIndex, error) {
 	n, err := d.int("version count", 1<<62)
 	if err != nil {
 		return nil, err
@@ -458,12 +470,25 @@ func (d *decoder) versions(key string, rev, compactRev int64) (*keyIndex, error)
 		if j > 0 {
 			prev = &vers[j-1]
 		}
-		if err := checkVersion(&v, prev, compactRev); err != nil {
+		var err error
+		switch atCompact := compactTombstones && v.mod.Main == compactRev; {
+		case atCompact && prev == nil && v.tombstone():
+			// A tombstone made at the compaction revision, after the versions compaction dropped.
+			if v.create != 0 || v.lease != 0 || len(v.value) != 0 {
+				err = fmt.Errorf("tombstone %d.%d carries data", v.mod.Main, v.mod.Sub)
+			}
+		case atCompact && prev != nil:
+			// A later change of the key at the compaction revision itself.
+			err = checkVersion(&v, prev, compactRev-1)
+		default:
+			err = checkVersion(&v, prev, compactRev)
+		}
+		if err != nil {
 			return nil, corruptf("key %q: %w", key, err)
 		}
 		vers = append(vers, v)
 	}
-	return &keyIndex{key: key, vers: vers}, nil
+	return newKeyIndex(key, vers, 0), nil
 }
 
 // checkVersion checks v, which follows prev (nil for the first version of a key), in a retained
@@ -500,10 +525,10 @@ func checkVersion(v, prev *version, compactRev int64) error {
 	return nil
 }
 
-// loadHistory rebuilds the history from the changes above the compaction revision. Every
-// revision in (compactRev, rev] except the initial revision 1 must have changes numbered
-// 0, 1, ... without gaps.
-func (s *Store) loadHistory(refs []histRef) error {
+// loadHistory rebuilds the history from the changes above the compaction revision, and from
+// those at it when fromCompactRev. Every revision in (compactRev, rev] (or [compactRev, rev])
+// except the initial revision 1 must have changes numbered 0, 1, ... without gaps.
+func (s *Store) loadHistory(refs []histRef, fromCompactRev bool) error {
 	slices.SortFunc(refs, func(a, b histRef) int {
 		if c := cmp.Compare(a.rev.Main, b.rev.Main); c != 0 {
 			return c
@@ -511,6 +536,9 @@ func (s *Store) loadHistory(refs []histRef) error {
 		return cmp.Compare(a.rev.Sub, b.rev.Sub)
 	})
 	want := max(s.st.compactRev+1, 2)
+	if fromCompactRev {
+		want = max(s.st.compactRev, 2)
+	}
 	s.st.hist = newHistory(want)
 	for i := 0; i < len(refs); {
 		main := refs[i].rev.Main

@@ -3,6 +3,7 @@ package mvcc
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/tidwall/btree"
@@ -47,27 +48,45 @@ type keyIndex struct {
 	// key is owned by the store (never a caller's buffer). Its bytes are handed out as
 	// KeyValue.Key and are never written.
 	key string
-	// vers are the key's physically retained versions.
+	// vers points to the key's physically retained versions; read it with versions.
 	// Invariant: non-empty; strictly increasing mod; the last is a put iff the keyIndex is in the
-	// live tree; the logically retained ones (see retained) form a valid history (checkVersion).
+	// writer's live tree; the logically retained ones (see retained) form a valid history
+	// (checkVersion).
 	// Invariant: nothing ever writes a slot of the backing array below the length of a slice
 	// that was derived from it; the writer only appends (beyond every published length) or makes
-	// a new array. So every View keeps seeing exactly the versions it captured.
-	vers []version
+	// a new array.
+	// Invariant: a View reads only the versions at or below its revision. So the writer may
+	// append a put to a keyIndex that Views share (storing the longer slice atomically): every
+	// View keeps seeing exactly the versions it captured, without the writer copying the
+	// keyIndex and the B-tree path to it.
+	vers atomic.Pointer[[]version]
 	// epoch is Store.epoch when this keyIndex was made.
 	// Invariant: a keyIndex reachable from a published View has epoch < Store.epoch, so the writer
-	// may modify a keyIndex in place iff its epoch == Store.epoch; otherwise it replaces it.
+	// may change a keyIndex in place, other than by appending a put, iff its epoch ==
+	// Store.epoch; otherwise it replaces it.
 	epoch uint64
 }
+
+func newKeyIndex(key string, vers []version, epoch uint64) *keyIndex {
+	ki := &keyIndex{key: key, epoch: epoch}
+	ki.vers.Store(&vers)
+	return ki
+}
+
+// versions returns the versions; a View must read the ones above its revision as absent.
+func (ki *keyIndex) versions() []version { return *ki.vers.Load() }
+
+func (ki *keyIndex) setVersions(vers []version) { ki.vers.Store(&vers) }
 
 // at returns the version of the key visible at main revision rev, or nil if the key did not
 // exist then (never written yet, or deleted).
 func (ki *keyIndex) at(rev int64) *version {
-	i := firstAfter(ki.vers, rev)
-	if i == 0 || ki.vers[i-1].tombstone() {
+	vers := ki.versions()
+	i := firstAfter(vers, rev)
+	if i == 0 || vers[i-1].tombstone() {
 		return nil
 	}
-	return &ki.vers[i-1]
+	return &vers[i-1]
 }
 
 // retained returns the versions that are logically part of the store at compactRev when read up
@@ -75,33 +94,47 @@ func (ki *keyIndex) at(rev int64) *version {
 // sees), then every version in (compactRev, rev]. It is independent of how far physical
 // compaction has progressed.
 func (ki *keyIndex) retained(compactRev, rev int64) []version {
-	i := firstAfter(ki.vers, compactRev)
-	j := firstAfter(ki.vers, rev)
-	if i > 0 && !ki.vers[i-1].tombstone() {
+	vers := ki.versions()
+	i := firstAfter(vers, compactRev)
+	j := firstAfter(vers, rev)
+	if i > 0 && !vers[i-1].tombstone() {
 		i--
 	}
-	return ki.vers[i:j]
+	return vers[i:j]
+}
+
+// carried returns the versions a snapshot carries: those retained at compactRev, and every
+// change made at compactRev itself (tombstones too), which compaction keeps (etcd keeps such a
+// tombstone until its next compaction) so that a watch may start at compactRev, also after a
+// restart.
+func (ki *keyIndex) carried(compactRev, rev int64) []version {
+	vers := ki.versions()
+	return vers[physicalCut(vers, compactRev):firstAfter(vers, rev)]
 }
 
 // find returns the version with mod revision r, or nil.
 func (ki *keyIndex) find(r Revision) *version {
-	lo, hi := 0, len(ki.vers)
+	vers := ki.versions()
+	lo, hi := 0, len(vers)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		if ki.vers[mid].mod.less(r) {
+		if vers[mid].mod.less(r) {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	if lo < len(ki.vers) && ki.vers[lo].mod == r {
-		return &ki.vers[lo]
+	if lo < len(vers) && vers[lo].mod == r {
+		return &vers[lo]
 	}
 	return nil
 }
 
 // firstAfter returns the index of the first version whose main revision is > rev.
 func firstAfter(vers []version, rev int64) int {
+	if n := len(vers); n > 0 && vers[n-1].mod.Main <= rev {
+		return n // the common case: a read at or after the newest version
+	}
 	lo, hi := 0, len(vers)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
@@ -181,7 +214,7 @@ func (s *Store) Bytes() int64 { return s.bytes }
 
 // View returns an immutable read view of the current state in O(1): the B-trees are shared
 // copy-on-write, the history is captured by value, and the writer never modifies anything a View
-// can reach (see keyIndex and history). Calling
+// reads (see keyIndex and history). Calling
 // View again before the next change returns the same View. View must be called on the writer's
 // goroutine with no Txn open; the View may then be used from any number of goroutines.
 func (s *Store) View() *View {
@@ -292,7 +325,8 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 			return 1, true
 		}
 	}
-	cut := physicalCut(ki.vers, s.st.compactRev)
+	vers := ki.versions()
+	cut := physicalCut(vers, s.st.compactRev)
 	if cut == 0 {
 		return 1, true
 	}
@@ -300,11 +334,11 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 	if cut > budget {
 		cut, done = budget, false
 	}
-	for j := range ki.vers[:cut] {
-		s.bytes -= versionOverheadBytes + int64(len(ki.vers[j].value))
+	for j := range vers[:cut] {
+		s.bytes -= versionOverheadBytes + int64(len(vers[j].value))
 	}
 	work = 1 + cut
-	rest := ki.vers[cut:]
+	rest := vers[cut:]
 	if len(rest) == 0 {
 		if tree != s.st.dead {
 			panicf("compactKey: live key %q would lose its newest put at compact revision %d",
@@ -319,9 +353,9 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		work += len(rest)
 	}
 	if ki.epoch == s.epoch {
-		ki.vers = rest
+		ki.setVersions(rest)
 	} else {
-		tree.Set(ki.key, &keyIndex{key: ki.key, vers: rest, epoch: s.epoch})
+		tree.Set(ki.key, newKeyIndex(ki.key, rest, s.epoch))
 	}
 	return work, done
 }

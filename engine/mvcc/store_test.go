@@ -180,12 +180,13 @@ func TestBytes(t *testing.T) {
 	}
 	var extra int64
 	s.st.visitAll("", func(ki *keyIndex) bool {
-		vs := ki.retained(s.st.compactRev, s.st.rev)
+		vs := ki.carried(s.st.compactRev, s.st.rev)
 		if len(vs) == 0 {
 			extra += keyOverheadBytes + int64(len(ki.key))
 		}
-		for i := range len(ki.vers) - len(vs) {
-			extra += versionOverheadBytes + int64(len(ki.vers[i].value))
+		vers := ki.versions()
+		for i := range len(vers) - len(vs) {
+			extra += versionOverheadBytes + int64(len(vers[i].value))
 		}
 		return true
 	})
@@ -294,19 +295,20 @@ func TestRestoreRejectsInconsistent(t *testing.T) {
 		{"a key vanishes (history gap)", func(s *Store) { s.st.live.Delete("a") }},
 		{"version count skips", func(s *Store) {
 			ki, _ := s.st.live.Get("a")
-			ki.vers[1].ver = 7
+			ki.versions()[1].ver = 7
 		}},
 		{"create revision drifts", func(s *Store) {
 			ki, _ := s.st.live.Get("a")
-			ki.vers[1].create = 3
+			ki.versions()[1].create = 3
 		}},
 		{"revisions out of order", func(s *Store) {
 			ki, _ := s.st.live.Get("a")
-			ki.vers[0], ki.vers[1] = ki.vers[1], ki.vers[0]
+			vers := ki.versions()
+			vers[0], vers[1] = vers[1], vers[0]
 		}},
 		{"tombstone with a value", func(s *Store) {
 			ki, _ := s.st.dead.Get("b")
-			ki.vers[1].value = []byte("x")
+			ki.versions()[1].value = []byte("x")
 		}},
 		{"compact revision beyond the store's", func(s *Store) { s.st.compactRev = 9 }},
 		{"history shorter than the store", func(s *Store) { s.st.rev = 6 }},

@@ -56,20 +56,23 @@ func (t *Txn) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue) {
 	s.bytes += versionOverheadBytes + int64(len(nv.value))
 	var k string
 	if ki, ok := s.st.live.Get(unsafeString(key)); ok {
-		last := &ki.vers[len(ki.vers)-1]
+		vers := ki.versions()
+		last := &vers[len(vers)-1]
 		prev = newKV(ki.key, last, false)
 		nv.create, nv.ver = last.create, last.ver+1
-		k = s.appendVersion(s.st.live, ki, nv).key
+		// In place even when Views share ki: they read no version above their revision.
+		s.appendVersion(ki, nv)
+		k = ki.key
 	} else {
 		var vers []version
 		if dk, found := s.st.dead.Delete(unsafeString(key)); found {
-			k, vers = dk.key, dk.vers
+			k, vers = dk.key, dk.versions()
 		} else {
 			k = string(key)
 			s.bytes += keyOverheadBytes + int64(len(k))
 		}
 		nv.create, nv.ver = rev.Main, 1
-		s.st.live.Set(k, &keyIndex{key: k, vers: append(vers, nv), epoch: s.epoch})
+		s.st.live.Set(k, newKeyIndex(k, append(vers, nv), s.epoch))
 	}
 	t.changes = append(t.changes, change{key: k, v: nv})
 	s.view = nil
@@ -103,15 +106,16 @@ func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
 	deleted = make([]*mvccpb.KeyValue, len(doomed))
 	kvs := make([]mvccpb.KeyValue, len(doomed))
 	for i, ki := range doomed {
-		fillKV(&kvs[i], ki.key, &ki.vers[len(ki.vers)-1], false)
+		vers := ki.versions()
+		fillKV(&kvs[i], ki.key, &vers[len(vers)-1], false)
 		deleted[i] = &kvs[i]
 		nv := version{mod: Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}}
 		s.bytes += versionOverheadBytes
 		s.st.live.Delete(ki.key)
 		if ki.epoch == s.epoch {
-			ki.vers = append(ki.vers, nv)
+			ki.setVersions(append(vers, nv))
 		} else {
-			ki = &keyIndex{key: ki.key, vers: append(ki.vers, nv), epoch: s.epoch}
+			ki = newKeyIndex(ki.key, append(vers, nv), s.epoch)
 		}
 		if _, replaced := s.st.dead.Set(ki.key, ki); replaced {
 			panicf("DeleteRange: key %q was both live and dead", ki.key)
@@ -152,16 +156,15 @@ func (t *Txn) End() []*mvccpb.Event {
 	return events
 }
 
-// appendVersion adds nv as the newest version of ki, in place if no View can see ki, and returns
-// the keyIndex now in tree.
-func (s *Store) appendVersion(tree *keyTree, ki *keyIndex, nv version) *keyIndex {
+// appendVersion adds nv as the newest version of ki. Views that share ki load its versions
+// concurrently, so those are published anew (atomically) unless no View can see ki.
+func (s *Store) appendVersion(ki *keyIndex, nv version) {
 	if ki.epoch == s.epoch {
-		ki.vers = append(ki.vers, nv)
-		return ki
+		p := ki.vers.Load()
+		*p = append(*p, nv)
+		return
 	}
-	nk := &keyIndex{key: ki.key, vers: append(ki.vers, nv), epoch: s.epoch}
-	tree.Set(nk.key, nk)
-	return nk
+	ki.setVersions(append(ki.versions(), nv))
 }
 
 func (t *Txn) mustBeOpen(op string) {

@@ -228,7 +228,7 @@ func (st *state) rangeLive(res *RangeResult, lo, hi string, bounded bool, o *Ran
 		if bounded && k >= hi {
 			return false
 		}
-		cands = append(cands, cand{ki, &ki.vers[len(ki.vers)-1]})
+		cands = append(cands, cand{ki, ki.at(st.rev)})
 		return o.Limit <= 0 || int64(len(cands)) <= o.Limit
 	})
 	res.Count = int64(len(cands))
@@ -272,7 +272,7 @@ func (st *state) visit(lo, hi string, bounded bool, rev int64, fn func(*keyIndex
 			if bounded && k >= hi {
 				return false
 			}
-			return fn(ki, &ki.vers[len(ki.vers)-1])
+			return fn(ki, ki.at(st.rev))
 		})
 		return
 	}
@@ -375,8 +375,8 @@ func makeKVs(cands []cand, keysOnly bool) []*mvccpb.KeyValue {
 // alone has more. next is the first revision not covered: the one to continue from, Rev()+1
 // once the view is exhausted. As etcd's watch, it may start at CompactRev itself, whose changes
 // compaction keeps; fromRev < CompactRev fails with ErrCompacted, and so does fromRev ==
-// CompactRev once those changes are gone (a store restored from a snapshot holds the history
-// from CompactRev+1 only).
+// CompactRev once those changes are gone (a store restored from a format 1 snapshot holds the
+// history from CompactRev+1 only).
 func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, next int64, err error) {
 	if fromRev < v.st.compactRev || (fromRev == v.st.compactRev && !v.holdsChangesOf(fromRev)) {
 		return nil, fromRev, ErrCompacted

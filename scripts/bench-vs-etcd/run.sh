@@ -56,8 +56,8 @@ if [[ -z "${BASALT_BIN:-}" ]]; then
 fi
 (cd "$root" && go build -o "$tmp/bin/bench-vs-etcd" ./scripts/bench-vs-etcd)
 
-"$ETCD_BIN" --version | head -1 >&2
-"$BASALT_BIN" --version | head -2 >&2
+"$ETCD_BIN" --version | sed -n 1p >&2
+"$BASALT_BIN" --version | sed -n 1,2p >&2
 echo "run.sh: $(nproc) cores, shared by the servers and the load generator" >&2
 nice=()
 if [[ -n "${BENCH_NICE:-}" ]]; then

@@ -1,4 +1,4 @@
-package server
+package watch
 
 import (
 	"fmt"
@@ -10,27 +10,23 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.uber.org/zap"
 
 	"github.com/basaltdb/basalt/engine/mvcc"
 )
 
-// TestWatchDataDriven runs testdata/server/watch*.txt against a hub driven directly (no gRPC):
-// the test writes the store, publishes views, runs the hub's passes and takes responses off one
-// stream's queue as a consumer would. Run with -rewrite to regenerate the expected output, and
+// TestHubDataDriven runs testdata/watch/*.txt against a hub driven as the server drives it:
+// the test writes the store and publishes views (which, as in the server, only the next pass
+// or create hands to the hub), runs the hub's passes and takes responses off one stream's
+// queue as a consumer would (each reported Sent at once). Run with -rewrite to regenerate the expected output, and
 // only keep a change that you have checked by hand and understand.
 //
 // Responses taken by one consume are printed grouped by watch ID (in ID order, each group in
 // queue order): the order across watchers is not part of the contract.
-func TestWatchDataDriven(t *testing.T) {
-	datadriven.Walk(t, "../testdata/server", func(t *testing.T, path string) {
-		if !strings.HasPrefix(path[strings.LastIndex(path, "/")+1:], "watch") {
-			return
-		}
+func TestHubDataDriven(t *testing.T) {
+	datadriven.Walk(t, "../../testdata/watch", func(t *testing.T, path string) {
 		st := mvcc.New()
-		h := newWatchHub(zap.NewNop(), st.View())
-		s := &watchStream{hub: h, watchers: map[int64]*watcher{}, ready: make(chan struct{}, 1)}
-		hm := &hubModel{st: st, h: h, s: s}
+		h := New(nil, st.View())
+		hm := &hubModel{st: st, h: h, s: h.NewStream(), latest: st.View()}
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			return hm.handle(t, d)
 		})
@@ -66,7 +62,7 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 			}
 			txn.End()
 		}
-		hm.h.publish(hm.st.View())
+		hm.latest = hm.st.View()
 		return fmt.Sprintf("rev=%d\n", hm.st.Rev())
 	case "txn":
 		// Example: txn put=a,b del=c   (puts then deletes, one revision)
@@ -82,12 +78,12 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 			}
 		}
 		txn.End()
-		hm.h.publish(hm.st.View())
+		hm.latest = hm.st.View()
 		return fmt.Sprintf("rev=%d\n", hm.st.Rev())
 	case "compact":
 		// Example: compact rev=5 [ungated]
-		// Compacts and finishes physical compaction. As the Compact RPC does (waitRev), it
-		// first lets the hub catch up with the writes, unless ungated.
+		// Compacts and finishes physical compaction. As the server's Compact RPC does (waitRev),
+		// it first lets the hub catch up with the writes, unless ungated.
 		if !slices.ContainsFunc(d.CmdArgs, func(a datadriven.CmdArg) bool { return a.Key == "ungated" }) {
 			hm.pass()
 		}
@@ -96,7 +92,7 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 		}
 		for !hm.st.CompactStep(1000) {
 		}
-		hm.h.publish(hm.st.View())
+		hm.latest = hm.st.View()
 		return fmt.Sprintf("compact=%d\n", hm.st.CompactRev())
 	case "pass":
 		// Example: pass   (one turn of the hub's goroutine)
@@ -114,27 +110,21 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 				r.Filters = append(r.Filters, pb.WatchCreateRequest_NODELETE)
 			}
 		}
-		hm.h.create(hm.s, r)
+		hm.h.Publish(hm.latest) // as the server's create does
+		hm.h.Create(hm.s, r)
 		return hm.state()
 	case "cancel":
 		// Example: cancel id=1
-		return fmt.Sprintf("answered=%t\n", hm.h.cancel(hm.s, num("id", 0)))
+		return fmt.Sprintf("answered=%t\n", hm.h.Cancel(hm.s, num("id", 0)))
 	case "progress":
 		// Example: progress
-		return fmt.Sprintf("answered=%t\n", hm.h.progressAll(hm.s))
+		return fmt.Sprintf("answered=%t\n", hm.h.Progress(hm.s))
 	case "consume":
 		// Example: consume [n=10]   (takes up to n responses, all by default)
-		hm.s.qmu.Lock()
-		n := min(int(num("n", 1<<30)), len(hm.s.queue))
-		q := hm.s.queue[:n]
-		hm.s.queue = append([]queuedResp(nil), hm.s.queue[n:]...)
-		hm.s.qmu.Unlock()
 		groups := map[int64][]string{}
-		for _, r := range q {
-			if r.w != nil {
-				r.w.queued.Add(-1)
-			}
-			groups[r.resp.WatchId] = append(groups[r.resp.WatchId], fmtHubResp(r.resp))
+		for _, r := range hm.h.Take(hm.s, int(num("n", 1<<30))) {
+			hm.h.Sent(r)
+			groups[r.Resp.WatchId] = append(groups[r.Resp.WatchId], fmtHubResp(r.Resp))
 		}
 		ids := make([]int64, 0, len(groups))
 		for id := range groups {
@@ -155,16 +145,7 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 
 // state prints the hub's revision and which watchers are behind, and the queue length.
 func (hm *hubModel) state() string {
-	hm.h.mu.Lock()
-	defer hm.h.mu.Unlock()
-	var behind []string
-	for w := range hm.h.unsynced {
-		behind = append(behind, fmt.Sprintf("%d@%d", w.id, w.minRev))
-	}
-	sort.Strings(behind)
-	hm.s.qmu.Lock()
-	defer hm.s.qmu.Unlock()
-	return fmt.Sprintf("hub rev=%d unsynced=[%s] queued=%d\n", hm.h.rev, strings.Join(behind, " "), len(hm.s.queue))
+	return fmt.Sprintf("hub rev=%d unsynced=[%s] queued=%d\n", hm.h.Rev(), strings.Join(hm.h.Behind(), " "), hm.s.Queued())
 }
 
 // fmtHubResp prints a response with its events' revisions folded into runs.

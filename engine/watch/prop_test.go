@@ -1,4 +1,4 @@
-package server
+package watch
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.uber.org/zap"
 	"pgregory.net/rapid"
 
 	"github.com/basaltdb/basalt/engine/mvcc"
@@ -32,25 +31,28 @@ func (c *hubClient) wants(ev *mvccpb.Event) bool {
 		!(c.noPut && ev.Type == mvccpb.Event_PUT) && !(c.noDelete && ev.Type == mvccpb.Event_DELETE)
 }
 
-// hubModel drives a hub directly (no gRPC) from a store the test writes, with a consumer that
+// hubModel drives a hub from a store the test writes, with a consumer that
 // takes responses off the stream at its own pace, and checks each watcher against the log of
 // every event: nothing lost, duplicated or reordered, whole revisions, created first, a
 // compaction cancel only when its next revision is really gone, and progress promises kept.
 type hubModel struct {
 	st      *mvcc.Store
-	h       *watchHub
-	s       *watchStream
+	h       *Hub
+	s       *Stream
 	all     []*mvccpb.Event // every event, in order
 	clients map[int64]*hubClient
+	// latest is the newest view published; as in the server, the hub gets it at its next pass
+	// (or create).
+	latest *mvcc.View
 }
 
 var hubKeys = []string{"a", "b", "c", "d"}
 
-func TestWatchHubProperty(t *testing.T) {
+func TestHubProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		st := mvcc.New()
-		hm := &hubModel{st: st, h: newWatchHub(zap.NewNop(), st.View()), clients: map[int64]*hubClient{}}
-		hm.s = &watchStream{hub: hm.h, watchers: map[int64]*watcher{}, ready: make(chan struct{}, 1)}
+		hm := &hubModel{st: st, h: New(nil, st.View()), clients: map[int64]*hubClient{}, latest: st.View()}
+		hm.s = hm.h.NewStream()
 		t.Repeat(map[string]func(*rapid.T){
 			"write":   hm.write,
 			"compact": hm.compact,
@@ -58,20 +60,20 @@ func TestWatchHubProperty(t *testing.T) {
 			"cancel":  hm.cancel,
 			"consume": func(t *rapid.T) { hm.consume(t, rapid.IntRange(1, 300).Draw(t, "n")) },
 			"progress": func(t *rapid.T) {
-				hm.h.progressAll(hm.s)
+				hm.h.Progress(hm.s)
 			},
 			"": func(t *rapid.T) {},
 		})
 		// Drain: the consumer reads everything until every watcher is synced and the queue empty.
 		for range 1000 {
 			hm.pass()
-			if len(hm.s.queue) == 0 && len(hm.h.unsynced) == 0 {
+			if hm.s.Queued() == 0 && hm.h.Unsynced() == 0 {
 				break
 			}
 			hm.consume(t, 1<<20)
 		}
-		if len(hm.s.queue) != 0 || len(hm.h.unsynced) != 0 {
-			t.Fatalf("not drained: %d queued, %d unsynced", len(hm.s.queue), len(hm.h.unsynced))
+		if hm.s.Queued() != 0 || hm.h.Unsynced() != 0 {
+			t.Fatalf("not drained: %d queued, %d unsynced", hm.s.Queued(), hm.h.Unsynced())
 		}
 		for _, c := range hm.clients {
 			hm.check(t, c, hm.st.Rev())
@@ -79,12 +81,11 @@ func TestWatchHubProperty(t *testing.T) {
 	})
 }
 
-// pass is one turn of the hub's goroutine.
+// pass is what the server's hub goroutine does when woken: hand the hub the latest view and
+// sync.
 func (hm *hubModel) pass() {
-	hm.h.mu.Lock()
-	hm.h.advance()
-	hm.h.syncUnsynced()
-	hm.h.mu.Unlock()
+	hm.h.Publish(hm.latest)
+	hm.h.Sync()
 }
 
 func (hm *hubModel) write(t *rapid.T) {
@@ -100,10 +101,10 @@ func (hm *hubModel) write(t *rapid.T) {
 		}
 		hm.all = append(hm.all, txn.End()...)
 		if rapid.IntRange(0, 20).Draw(t, "publish") == 0 {
-			hm.h.publish(hm.st.View())
+			hm.latest = hm.st.View()
 		}
 	}
-	hm.h.publish(hm.st.View())
+	hm.latest = hm.st.View()
 	if rapid.IntRange(0, 4).Draw(t, "lag") > 0 {
 		hm.pass()
 	}
@@ -124,7 +125,7 @@ func (hm *hubModel) compact(t *rapid.T) {
 	}
 	for !hm.st.CompactStep(rapid.IntRange(1, 100).Draw(t, "step")) && rapid.Bool().Draw(t, "more") {
 	}
-	hm.h.publish(hm.st.View())
+	hm.latest = hm.st.View()
 	hm.pass()
 }
 
@@ -144,11 +145,10 @@ func (hm *hubModel) create(t *rapid.T) {
 	if rapid.IntRange(0, 3).Draw(t, "nodelete") == 0 {
 		r.Filters = append(r.Filters, pb.WatchCreateRequest_NODELETE)
 	}
-	hm.h.create(hm.s, r)
-	hm.h.mu.Lock()
+	hm.h.Publish(hm.latest) // as the server's create does
+	hm.h.Create(hm.s, r)
 	id := hm.s.nextID - 1
 	w := hm.s.watchers[id]
-	hm.h.mu.Unlock()
 	from := r.StartRevision
 	if from == 0 {
 		from = w.minRev
@@ -161,29 +161,22 @@ func (hm *hubModel) cancel(t *rapid.T) {
 		t.Skip("no watchers")
 	}
 	id := rapid.Int64Range(0, hm.s.nextID-1).Draw(t, "id")
-	if hm.h.cancel(hm.s, id) {
+	if hm.h.Cancel(hm.s, id) {
 		hm.clients[id].canceled = true
 	}
 }
 
 // consume takes up to n responses off the stream, as the send loop does, and checks each.
 func (hm *hubModel) consume(t *rapid.T, n int) {
-	hm.s.qmu.Lock()
-	n = min(n, len(hm.s.queue))
-	q := hm.s.queue[:n]
-	hm.s.queue = append([]queuedResp(nil), hm.s.queue[n:]...)
-	hm.s.qmu.Unlock()
-	for _, r := range q {
+	for _, r := range hm.h.Take(hm.s, n) {
 		hm.take(t, r)
 	}
 	hm.pass()
 }
 
-func (hm *hubModel) take(t *rapid.T, q queuedResp) {
-	r := q.resp
-	if q.w != nil {
-		q.w.queued.Add(-1)
-	}
+func (hm *hubModel) take(t *rapid.T, q Response) {
+	r := q.Resp
+	hm.h.Sent(q)
 	if r.WatchId == -1 {
 		if r.Created {
 			return // a refused create
