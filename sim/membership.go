@@ -629,9 +629,13 @@ func (op *operator) voterCount() int {
 
 // coreCandidates are the members the liveness core is drawn from: the
 // intact voters; joinCore are the members that join it besides: intact,
-// started learners at random, and, when a change is in doubt, every intact
-// started member it or the table names (a promotion or a removal
-// committing during the liveness phase must find the members it needs).
+// started learners at random, and every intact started member the table
+// or a doubtful call names when the core needs them all: a change is in
+// doubt (a promotion or a removal committing during the liveness phase
+// must find the members it needs), or a voter may not have applied the
+// last change of the voters. raft takes a configuration at apply: a
+// majority of the new voters that still runs the old configuration cannot
+// elect a leader without the members that know the change committed.
 func (op *operator) coreCandidates() (voters, joinCore []int) {
 	for i, m := range op.w.members {
 		if !m.failed && op.isVoter(i) {
@@ -641,14 +645,22 @@ func (op *operator) coreCandidates() (voters, joinCore []int) {
 	if !op.on() {
 		return voters, nil
 	}
-	doubt := op.inDoubt(false)
+	all := op.inDoubt(false)
+	for _, i := range voters {
+		m := op.w.members[i]
+		applied := m.durableCommit
+		if m.up {
+			applied = m.node.Status().Applied
+		}
+		all = all || applied < op.model.votersChangedAt
+	}
 	targets := op.doubtfulTargets(-1)
 	for i, m := range op.w.members {
-		if m.failed || !op.peers[i].booted || op.isVoter(i) {
+		if m.failed || !op.peers[i].booted {
 			continue
 		}
 		_, inTable := op.model.byID[uint64(i+1)]
-		if (inTable && (doubt || op.rng.intN(2) == 0)) || slices.Contains(targets, i) {
+		if inTable && (all || !op.isVoter(i) && op.rng.intN(2) == 0) || slices.Contains(targets, i) {
 			joinCore = append(joinCore, i)
 		}
 	}
@@ -727,6 +739,8 @@ type membersModel struct {
 	tables []string
 	// results are the committed conf changes' answers, by request ID.
 	results map[uint64]confResult
+	// votersChangedAt is the index of the last change of the voters.
+	votersChangedAt uint64
 }
 
 type modelMember struct {
@@ -795,7 +809,11 @@ func (op *operator) observe(e *raftpb.Entry) bool {
 		op.w.fail("committed log", fmt.Sprintf("conf change %d does not decode: %v", e.GetIndex(), err))
 		return false
 	}
+	before := mm.voters()
 	err := mm.apply(cc)
+	if !slices.Equal(before, mm.voters()) {
+		mm.votersChangedAt = e.GetIndex()
+	}
 	if err == nil {
 		switch {
 		case cc.GetType() == raftpb.ConfChangeAddNode && bytes.Equal(cc.GetContext(), engine.PromoteContext):
