@@ -47,6 +47,9 @@ const (
 	votersMin       = 3
 	learnersMax     = 1
 	membersAddedMax = 8
+	// removingMax bounds the doubtful removals the operator weighs before
+	// it removes another voter (it weighs every combination of them).
+	removingMax = 4
 	// operatorCallTimeout is how long the operator waits for an answer;
 	// a proposed change it does not see committed operatorStaleAfter later
 	// was most likely lost.

@@ -289,7 +289,8 @@ func (op *operator) healthy(i int) bool {
 
 // act makes one change, drawn by the mix among those that apply. The
 // bounds count the worst that old doubtful calls may still do: their
-// removals as done, their promotions as done.
+// promotions as done, their removals as done or not, in every
+// combination.
 func (op *operator) act() {
 	w := op.w
 	voters, learners := op.model.voters(), op.model.learners()
@@ -308,10 +309,9 @@ func (op *operator) act() {
 	if len(promotable) > 0 {
 		weights[changePromote] = op.o.Mix[changePromote]
 	}
-	remaining := slices.DeleteFunc(slices.Clone(voters), func(id uint64) bool { return slices.Contains(removing, int(id-1)) })
 	removable := slices.Clone(learners)
-	for _, id := range remaining {
-		if op.removable(remaining, id) {
+	for _, id := range voters {
+		if !slices.Contains(removing, int(id-1)) && op.removable(voters, removing, id) {
 			removable = append(removable, id)
 		}
 	}
@@ -377,19 +377,33 @@ func (op *operator) mistake(voters, members []uint64) *raftpb.ConfChange {
 	return confChange(raftpb.ConfChangeUpdateNode, a, engine.EncodeMember(&pb.Member{ID: a, PeerURLs: urls}))
 }
 
-// removable reports whether voter id may be removed: at least votersMin
-// voters remain, and a majority of them have disks that do not fail.
-func (op *operator) removable(voters []uint64, id uint64) bool {
-	if len(voters)-1 < votersMin {
+// removable reports whether voter id may be removed: whichever of the
+// doubtful removals (of members removing) commit as well, at least
+// votersMin voters remain, and a majority of them have disks that do not
+// fail. A removal committing late must not leave a majority that can
+// fail: its target may be a healthy member when the one removed since is
+// not.
+func (op *operator) removable(voters []uint64, removing []int, id uint64) bool {
+	if len(removing) > removingMax {
 		return false
 	}
-	healthy := 0
-	for _, v := range voters {
-		if v != id && op.healthy(int(v-1)) {
-			healthy++
+	for subset := range 1 << len(removing) {
+		left, healthy := 0, 0
+		for _, v := range voters {
+			k := slices.Index(removing, int(v-1))
+			if v == id || k >= 0 && subset&(1<<k) != 0 {
+				continue
+			}
+			left++
+			if op.healthy(int(v - 1)) {
+				healthy++
+			}
+		}
+		if left < votersMin || healthy < left/2+1 {
+			return false
 		}
 	}
-	return healthy >= (len(voters)-1)/2+1
+	return true
 }
 
 func confChange(t raftpb.ConfChangeType, id uint64, ctx []byte) *raftpb.ConfChange {
@@ -615,9 +629,13 @@ func (op *operator) voterCount() int {
 
 // coreCandidates are the members the liveness core is drawn from: the
 // intact voters; joinCore are the members that join it besides: intact,
-// started learners at random, and, when a change is in doubt, every intact
-// started member it or the table names (a promotion or a removal
-// committing during the liveness phase must find the members it needs).
+// started learners at random, and every intact started member the table
+// or a doubtful call names when the core needs them all: a change is in
+// doubt (a promotion or a removal committing during the liveness phase
+// must find the members it needs), or a voter may not have applied the
+// last change of the voters. raft takes a configuration at apply: a
+// majority of the new voters that still runs the old configuration cannot
+// elect a leader without the members that know the change committed.
 func (op *operator) coreCandidates() (voters, joinCore []int) {
 	for i, m := range op.w.members {
 		if !m.failed && op.isVoter(i) {
@@ -627,14 +645,22 @@ func (op *operator) coreCandidates() (voters, joinCore []int) {
 	if !op.on() {
 		return voters, nil
 	}
-	doubt := op.inDoubt(false)
+	all := op.inDoubt(false)
+	for _, i := range voters {
+		m := op.w.members[i]
+		applied := m.durableCommit
+		if m.up {
+			applied = m.node.Status().Applied
+		}
+		all = all || applied < op.model.votersChangedAt
+	}
 	targets := op.doubtfulTargets(-1)
 	for i, m := range op.w.members {
-		if m.failed || !op.peers[i].booted || op.isVoter(i) {
+		if m.failed || !op.peers[i].booted {
 			continue
 		}
 		_, inTable := op.model.byID[uint64(i+1)]
-		if (inTable && (doubt || op.rng.intN(2) == 0)) || slices.Contains(targets, i) {
+		if inTable && (all || !op.isVoter(i) && op.rng.intN(2) == 0) || slices.Contains(targets, i) {
 			joinCore = append(joinCore, i)
 		}
 	}
@@ -713,6 +739,8 @@ type membersModel struct {
 	tables []string
 	// results are the committed conf changes' answers, by request ID.
 	results map[uint64]confResult
+	// votersChangedAt is the index of the last change of the voters.
+	votersChangedAt uint64
 }
 
 type modelMember struct {
@@ -781,7 +809,11 @@ func (op *operator) observe(e *raftpb.Entry) bool {
 		op.w.fail("committed log", fmt.Sprintf("conf change %d does not decode: %v", e.GetIndex(), err))
 		return false
 	}
+	before := mm.voters()
 	err := mm.apply(cc)
+	if !slices.Equal(before, mm.voters()) {
+		mm.votersChangedAt = e.GetIndex()
+	}
 	if err == nil {
 		switch {
 		case cc.GetType() == raftpb.ConfChangeAddNode && bytes.Equal(cc.GetContext(), engine.PromoteContext):
