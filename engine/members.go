@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -56,7 +57,7 @@ func (ms *members) sorted() []*pb.Member {
 		for _, m := range ms.byID {
 			ms.list = append(ms.list, m)
 		}
-		slices.SortFunc(ms.list, func(a, b *pb.Member) int { return cmpUint64(a.ID, b.ID) })
+		slices.SortFunc(ms.list, func(a, b *pb.Member) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	return ms.list
 }
@@ -73,16 +74,6 @@ func (ms *members) removedIDs() []uint64 {
 func (ms *members) put(m *pb.Member) {
 	ms.byID[m.ID] = m
 	ms.list = nil
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // PromoteContext is the Context of the AddNode conf change that promotes

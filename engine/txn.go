@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -87,13 +88,13 @@ func compareKV(c *pb.Compare, kv *mvccpb.KeyValue) bool {
 	case pb.Compare_VALUE:
 		order = bytes.Compare(kv.Value, c.GetValue())
 	case pb.Compare_VERSION:
-		order = cmpInt64(kv.Version, c.GetVersion())
+		order = cmp.Compare(kv.Version, c.GetVersion())
 	case pb.Compare_CREATE:
-		order = cmpInt64(kv.CreateRevision, c.GetCreateRevision())
+		order = cmp.Compare(kv.CreateRevision, c.GetCreateRevision())
 	case pb.Compare_MOD:
-		order = cmpInt64(kv.ModRevision, c.GetModRevision())
+		order = cmp.Compare(kv.ModRevision, c.GetModRevision())
 	case pb.Compare_LEASE:
-		order = cmpInt64(kv.Lease, c.GetLease())
+		order = cmp.Compare(kv.Lease, c.GetLease())
 	}
 	switch c.Result {
 	case pb.Compare_EQUAL:
@@ -107,16 +108,6 @@ func compareKV(c *pb.Compare, kv *mvccpb.KeyValue) bool {
 	}
 	// etcd counts a compare with an unknown result as satisfied.
 	return true
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // txnState is the state a txn is checked against before it runs: a write

@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path"
@@ -402,7 +403,7 @@ func (l *Log) listSegments() (stale []string, err error) {
 	if err := l.removeAll(l.walDir, tmps, "removing segment never renamed into place"); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(segs, func(a, b *segment) int { return compareUint(a.seq, b.seq) })
+	slices.SortFunc(segs, func(a, b *segment) int { return cmp.Compare(a.seq, b.seq) })
 	k := len(segs) - 1
 	for k > 0 && segs[k-1].seq+1 == segs[k].seq {
 		k--
@@ -434,16 +435,6 @@ func (l *Log) removeAll(dir string, names []string, why string) error {
 		return fmt.Errorf("raftlog: fsync dir %s: %w", dir, err)
 	}
 	return nil
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // listSnapshots returns the snapshot files, newest first, removing temp

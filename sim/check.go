@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -332,8 +333,8 @@ func (c *checker) checkRealTime() {
 			}
 		}
 	}
-	slices.SortStableFunc(done, func(x, y acked) int { return cmpDur(x.at, y.at) })
-	slices.SortStableFunc(asked, func(x, y *attempt) int { return cmpDur(x.sent, y.sent) })
+	slices.SortStableFunc(done, func(x, y acked) int { return cmp.Compare(x.at, y.at) })
+	slices.SortStableFunc(asked, func(x, y *attempt) int { return cmp.Compare(x.sent, y.sent) })
 	var best acked
 	j := 0
 	for _, a := range asked {
@@ -349,8 +350,6 @@ func (c *checker) checkRealTime() {
 		}
 	}
 }
-
-func cmpDur(a, b time.Duration) int { return cmp64(int64(a), int64(b)) }
 
 // checkState compares a converged member's whole state with the model.
 func (c *checker) checkState(m *member) {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -829,7 +830,7 @@ func (op *operator) observe(e *raftpb.Entry) bool {
 		mb := mm.byID[id]
 		list = append(list, &pb.Member{ID: id, PeerURLs: mb.urls, IsLearner: mb.learner})
 	}
-	slices.SortFunc(list, func(a, b *pb.Member) int { return cmp64(int64(a.ID), int64(b.ID)) })
+	slices.SortFunc(list, func(a, b *pb.Member) int { return cmp.Compare(a.ID, b.ID) })
 	table := tableOf(list, mm.removedIDs())
 	if n := len(mm.tables); n == 0 || mm.tables[n-1] != table {
 		mm.at, mm.tables = append(mm.at, e.GetIndex()), append(mm.tables, table)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -380,13 +381,13 @@ func (t *modelTxn) compare(c *pb.Compare) bool {
 		case pb.Compare_VALUE:
 			order = strings.Compare(string(v.value), string(c.GetValue()))
 		case pb.Compare_VERSION:
-			order = cmp64(v.ver, c.GetVersion())
+			order = cmp.Compare(v.ver, c.GetVersion())
 		case pb.Compare_CREATE:
-			order = cmp64(v.create, c.GetCreateRevision())
+			order = cmp.Compare(v.create, c.GetCreateRevision())
 		case pb.Compare_MOD:
-			order = cmp64(v.main, c.GetModRevision())
+			order = cmp.Compare(v.main, c.GetModRevision())
 		case pb.Compare_LEASE:
-			order = cmp64(v.lease, c.GetLease())
+			order = cmp.Compare(v.lease, c.GetLease())
 		}
 		var ok bool
 		switch c.Result {
@@ -404,16 +405,6 @@ func (t *modelTxn) compare(c *pb.Compare) bool {
 		}
 	}
 	return true
-}
-
-func cmp64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // describe renders a response in a stable text form for comparison:

@@ -51,16 +51,6 @@ func TestSortMatchesEtcd(t *testing.T) {
 	}
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 func sampleStore(t *testing.T) *Store {
 	s := New()
 	rng := rand.New(rand.NewPCG(3, 4))

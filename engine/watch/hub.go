@@ -2,6 +2,7 @@ package watch
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -293,18 +294,8 @@ func sortedSet(set map[*watcher]struct{}) []*watcher {
 	for w := range set {
 		out = append(out, w)
 	}
-	slices.SortFunc(out, func(a, b *watcher) int { return cmpSeq(a.seq, b.seq) })
+	slices.SortFunc(out, func(a, b *watcher) int { return cmp.Compare(a.seq, b.seq) })
 	return out
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Sync brings unsynced watchers forward from the hub's view: a watcher whose next revision was
