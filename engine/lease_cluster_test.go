@@ -9,6 +9,21 @@ import (
 	"github.com/basaltdb/basalt/engine/mvcc"
 )
 
+// newLeaseCluster starts three members, raft's jitter drawn from seed,
+// with member 1 elected and ticked once, so that it manages lease expiry.
+func newLeaseCluster(t *testing.T, seed uint64) *cluster {
+	t.Helper()
+	cryptotest.SetGlobalRandom(t, seed)
+	c := newCluster(t, 3)
+	c.stabilize()
+	if err := c.member(1).node.raw.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	c.tick(1)
+	return c
+}
+
 // propose submits op through the current leader and lets the cluster
 // apply it.
 func (c *cluster) propose(op *pb.InternalRaftRequest) {
@@ -39,14 +54,7 @@ func (c *cluster) keyCount(key string) int {
 // the new leader, which the client renews, keeps the lease and its key.
 // Once renewals stop, the new leader revokes it everywhere.
 func TestLeaseDeposedLeaderNeverRevokes(t *testing.T) {
-	cryptotest.SetGlobalRandom(t, 3)
-	c := newCluster(t, 3)
-	c.stabilize()
-	if err := c.member(1).node.raw.Campaign(); err != nil {
-		t.Fatal(err)
-	}
-	c.stabilize()
-	c.tick(1)
+	c := newLeaseCluster(t, 3)
 	c.propose(&pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 5, TTL: 3}})
 	c.propose(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v"), Lease: 5}})
 	old := c.member(1)
@@ -92,14 +100,7 @@ func TestLeaseDeposedLeaderNeverRevokes(t *testing.T) {
 // TestLeaseCheckpointSurvivesLeaderChange: the remaining TTL the leader
 // checkpointed is what the next leader counts from, not the whole TTL.
 func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
-	cryptotest.SetGlobalRandom(t, 4)
-	c := newCluster(t, 3)
-	c.stabilize()
-	if err := c.member(1).node.raw.Campaign(); err != nil {
-		t.Fatal(err)
-	}
-	c.stabilize()
-	c.tick(1)
+	c := newLeaseCluster(t, 4)
 	c.propose(&pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 9, TTL: 600}})
 	c.tick(3100) // past the 5 minute checkpoint
 	c.member(1).cut = true
@@ -125,14 +126,7 @@ func TestLeaseCheckpointSurvivesLeaderChange(t *testing.T) {
 // that is gone (found by the simulator, seed 1: the expiry moved on by
 // the retry interval, so Renew took the lease for alive).
 func TestLeaseRenewWhileRevoking(t *testing.T) {
-	cryptotest.SetGlobalRandom(t, 5)
-	c := newCluster(t, 3)
-	c.stabilize()
-	if err := c.member(1).node.raw.Campaign(); err != nil {
-		t.Fatal(err)
-	}
-	c.stabilize()
-	c.tick(1)
+	c := newLeaseCluster(t, 5)
 	c.propose(&pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 5, TTL: 2}})
 	c.propose(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v"), Lease: 5}})
 	l := c.member(1)
