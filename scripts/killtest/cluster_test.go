@@ -5,8 +5,6 @@ package killtest
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,20 +23,7 @@ const clusterSize = 3
 // (retrying a put that failed), then restarts the killed member and checks
 // every acknowledged write and that all members hash alike.
 func TestKillCluster(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -seed %d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
-	root := t.TempDir()
-	if *keepFlag {
-		var err error
-		if root, err = os.MkdirTemp("", "killtest-cluster-"); err != nil {
-			t.Fatal(err)
-		}
-		defer t.Logf("data dirs and server logs kept in %s", root)
-	}
+	seed, rng, root := runStart(t, "killtest-cluster-")
 	bin := buildBasalt(t, root)
 	srvs := make([]*server, clusterSize)
 	var peers []string

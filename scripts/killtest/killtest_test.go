@@ -66,23 +66,29 @@ type model struct {
 
 func keyName(w, k int) string { return fmt.Sprintf("kill/%03d/%04d", w, k) }
 
-func TestKill(t *testing.T) {
-	seed := *seedFlag
+// runStart draws the run's kill times from -seed (or the clock) and makes
+// its folder: a temporary one, or with -keep one that outlives the test.
+func runStart(t *testing.T, keptPrefix string) (seed uint64, rng *rand.Rand, root string) {
+	t.Helper()
+	seed = *seedFlag
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (rerun with -seed %d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
-	root := t.TempDir()
-	if *keepFlag {
-		var err error
-		if root, err = os.MkdirTemp("", "killtest-"); err != nil {
-			t.Fatal(err)
-		}
+	rng = rand.New(rand.NewPCG(seed, 0))
+	if !*keepFlag {
+		return seed, rng, t.TempDir()
 	}
-	if *keepFlag {
-		defer t.Logf("data dir and server log kept in %s", root)
+	root, err := os.MkdirTemp("", keptPrefix)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { t.Logf("data dirs and server logs kept in %s", root) })
+	return seed, rng, root
+}
+
+func TestKill(t *testing.T) {
+	_, rng, root := runStart(t, "killtest-")
 	bin := buildBasalt(t, root)
 	srv := newServer(t, bin, filepath.Join(root, "member"), "--snapshot-count", fmt.Sprint(*snapshotCountFlag))
 	if !*keepFlag {
