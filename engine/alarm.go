@@ -3,6 +3,7 @@ package engine
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -14,7 +15,7 @@ import (
 // ErrNoSpace is returned for a write that would take the store past its
 // quota, and for every write that adds data while a NOSPACE alarm is
 // raised.
-var ErrNoSpace = fmt.Errorf("engine: database space exceeded")
+var ErrNoSpace = errors.New("engine: database space exceeded")
 
 // Quota costs, etcd's: what a put or a lease is taken to add to the store
 // when deciding whether it fits.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -17,8 +18,8 @@ import (
 // Errors an applied request can fail with. Apply is a pure function of the
 // log, so every member fails the same request with the same error.
 var (
-	ErrLeaseNotFound = fmt.Errorf("engine: requested lease not found")
-	ErrKeyNotFound   = fmt.Errorf("engine: key not found")
+	ErrLeaseNotFound = errors.New("engine: requested lease not found")
+	ErrKeyNotFound   = errors.New("engine: key not found")
 )
 
 // apply applies one committed entry.
