@@ -54,6 +54,9 @@ type Config struct {
 	GRPCKeepaliveTimeout  time.Duration
 	MaxConcurrentStreams  uint32
 	EnableGRPCGateway     bool
+	// EnablePprof serves Go's profiles under /debug/pprof/ on the client
+	// URLs, as etcd's --enable-pprof.
+	EnablePprof bool
 
 	FeatureGates map[string]bool
 
@@ -196,7 +199,7 @@ var etcdFlags = []etcdFlag{
 	{name: "auth-token", def: "simple", kind: flagImplemented, usage: "Specify auth token specific options."},
 	{name: "bcrypt-cost", def: "10", kind: flagTuning, usage: "Specify bcrypt algorithm cost factor for auth password hashing."},
 	{name: "auth-token-ttl", def: "300", kind: flagImplemented, usage: "The lifetime in seconds of the auth token."},
-	{name: "enable-pprof", def: "false", isBool: true, kind: flagTuning, usage: "Enable runtime profiling data via HTTP server."},
+	{name: "enable-pprof", def: "false", isBool: true, usage: "Enable runtime profiling data via HTTP server."},
 	{name: "metrics", def: "basic", kind: flagTuning, usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics."},
 	{name: "listen-metrics-urls", kind: flagUnsupported, usage: "List of URLs to listen on for the metrics and health endpoints."},
 	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging."},
@@ -430,6 +433,7 @@ func buildConfig(get func(string) string, set map[string]bool, warnings []string
 		"unsafe-no-fsync":       &cfg.UnsafeNoFsync,
 		"strict-reconfig-check": &cfg.StrictReconfig,
 		"enable-grpc-gateway":   &cfg.EnableGRPCGateway,
+		"enable-pprof":          &cfg.EnablePprof,
 	} {
 		*dst, _ = strconv.ParseBool(get(name))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -23,8 +24,8 @@ import (
 const healthTimeout = time.Second
 
 // httpHandler serves what etcd serves over HTTP/1.1 on the client port:
-// the JSON gateway under /v3/, /health, /livez, /readyz, /version and
-// /metrics.
+// the JSON gateway under /v3/, /health, /livez, /readyz, /version,
+// /metrics and, with --enable-pprof, /debug/pprof/.
 func (m *Member) httpHandler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", m.serveHealth)
@@ -39,6 +40,13 @@ func (m *Member) httpHandler() (http.Handler, error) {
 		io.WriteString(w, versions())
 	})
 	mux.Handle("/metrics", promhttp.Handler())
+	if m.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if m.cfg.EnableGRPCGateway {
 		gwmux, err := m.gateway()
 		if err != nil {

@@ -128,6 +128,27 @@ func TestMemberHTTP(t *testing.T) {
 	}
 }
 
+// TestMemberPprof checks that --enable-pprof serves Go's profiles on the
+// client URL, as etcd's does, and that they stay off by default.
+func TestMemberPprof(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.EnablePprof = enabled
+		m := startMember(t, cfg)
+		resp, err := http.Get(m.ClientURL() + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m.Stop()
+		served := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "goroutine profile:")
+		if served != enabled {
+			t.Errorf("--enable-pprof=%v: GET /debug/pprof/goroutine answered %d", enabled, resp.StatusCode)
+		}
+	}
+}
+
 func TestRangeStreamMatchesRange(t *testing.T) {
 	m := startMember(t, testConfig(t, t.TempDir()))
 	defer m.Stop()
