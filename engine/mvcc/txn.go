@@ -55,8 +55,8 @@ func (t *Txn) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue) {
 	nv := version{value: cloneValue(value), mod: rev, lease: lease}
 	s.bytes += versionOverheadBytes + int64(len(nv.value))
 	var k string
-	if ki, ok := s.st.live.Get(unsafeString(key)); ok {
-		vers := ki.versions()
+	ki, found := s.keys[unsafeString(key)]
+	if vers := ki.maybeVersions(); found && !vers[len(vers)-1].tombstone() {
 		last := &vers[len(vers)-1]
 		prev = newKV(ki.key, last, false)
 		nv.create, nv.ver = last.create, last.ver+1
@@ -64,15 +64,15 @@ func (t *Txn) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue) {
 		s.appendVersion(ki, nv)
 		k = ki.key
 	} else {
-		var vers []version
-		if dk, found := s.st.dead.Delete(unsafeString(key)); found {
-			k, vers = dk.key, dk.versions()
+		if found {
+			k = ki.key
+			s.st.dead.Delete(k)
 		} else {
 			k = string(key)
 			s.bytes += keyOverheadBytes + int64(len(k))
 		}
 		nv.create, nv.ver = rev.Main, 1
-		s.st.live.Set(k, newKeyIndex(k, append(vers, nv), s.epoch))
+		s.setKey(s.st.live, newKeyIndex(k, append(vers, nv), s.epoch))
 	}
 	t.changes = append(t.changes, change{key: k, v: nv})
 	s.view = nil
@@ -91,7 +91,7 @@ func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
 	}
 	doomed := t.doomed[:0]
 	if len(end) == 0 {
-		if ki, ok := s.st.live.Get(unsafeString(key)); ok {
+		if ki, ok := s.keys[unsafeString(key)]; ok && !ki.newest().tombstone() {
 			doomed = append(doomed, ki)
 		}
 	} else if lo, hi, bounded, empty := bounds(key, end); !empty {
@@ -120,6 +120,7 @@ func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
 		if _, replaced := s.st.dead.Set(ki.key, ki); replaced {
 			panicf("DeleteRange: key %q was both live and dead", ki.key)
 		}
+		s.keys[ki.key] = ki
 		t.changes = append(t.changes, change{key: ki.key, v: nv})
 	}
 	clear(doomed)
