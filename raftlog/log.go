@@ -44,7 +44,7 @@ type Options struct {
 	// snapshot, so that a damaged newest snapshot can fall back to it.
 	SnapshotsRetained int
 	// EntryCacheBytes bounds the decoded entries kept in memory; older
-	// entries are read back from the segments. 0 means 64 MiB.
+	// entries are read back from the segments. 0 means 8 MiB.
 	EntryCacheBytes int64
 	// Logger receives recovery decisions; nil means zap.NewNop().
 	Logger *zap.Logger
