@@ -242,12 +242,8 @@ func execPut(t *mvcc.Txn, p *pb.PutRequest) *pb.PutResponse {
 			lease = res.KVs[0].Lease
 		}
 	}
-	prev := t.Put(p.Key, value, lease)
-	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: t.Rev()}}
-	if p.PrevKv && prev != nil {
-		resp.PrevKv = prev
-	}
-	return resp
+	prev := t.Put(p.Key, value, lease, p.PrevKv)
+	return &pb.PutResponse{Header: &pb.ResponseHeader{Revision: t.Rev()}, PrevKv: prev}
 }
 
 func applyDeleteRange(t *mvcc.Txn, d *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {

@@ -17,7 +17,7 @@ var bench1M = sync.OnceValue(func() *SnapshotJob {
 	value := bytes.Repeat([]byte("v"), 100)
 	for i := range 1_000_000 {
 		t := s.Begin()
-		t.Put(fmt.Appendf(nil, "bench/%08d", i), value, 0)
+		t.Put(fmt.Appendf(nil, "bench/%08d", i), value, 0, false)
 		t.End()
 	}
 	return &SnapshotJob{

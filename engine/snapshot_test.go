@@ -23,7 +23,7 @@ func sampleJob(t *testing.T) *SnapshotJob {
 	s := mvcc.New()
 	for i := range 30 {
 		txn := s.Begin()
-		txn.Put(fmt.Appendf(nil, "key%02d", i%11), fmt.Appendf(nil, "value %d", i), 0)
+		txn.Put(fmt.Appendf(nil, "key%02d", i%11), fmt.Appendf(nil, "value %d", i), 0, false)
 		if i%7 == 0 {
 			txn.DeleteRange([]byte("key03"), nil)
 		}

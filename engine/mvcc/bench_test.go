@@ -22,7 +22,7 @@ func storeWithKeys(keys [][]byte) *Store {
 	for i := 0; i < len(keys); i += 100 {
 		txn := s.Begin()
 		for _, k := range keys[i:min(i+100, len(keys))] {
-			txn.Put(k, benchValue, 0)
+			txn.Put(k, benchValue, 0, false)
 		}
 		txn.End()
 	}
@@ -62,7 +62,7 @@ func BenchmarkPutNewKeys(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		txn := s.Begin()
-		txn.Put(keys[i], benchValue, 0)
+		txn.Put(keys[i], benchValue, 0, false)
 		txn.End()
 	}
 }
@@ -84,7 +84,7 @@ func BenchmarkPutOverwrite(b *testing.B) {
 			b.ResetTimer()
 			for i := range b.N {
 				txn := s.Begin()
-				txn.Put(keys[order[i&(len(order)-1)]], benchValue, 0)
+				txn.Put(keys[order[i&(len(order)-1)]], benchValue, 0, false)
 				txn.End()
 				if viewEvery > 0 && i%viewEvery == 0 {
 					s.View()
@@ -106,7 +106,7 @@ func BenchmarkTxn3Puts(b *testing.B) {
 	for i := range b.N {
 		txn := s.Begin()
 		for range 3 {
-			txn.Put(keys[rng.IntN(len(keys))], benchValue, 0)
+			txn.Put(keys[rng.IntN(len(keys))], benchValue, 0, false)
 		}
 		txn.End()
 		if i%100_000 == 99_999 {
@@ -183,7 +183,7 @@ func BenchmarkView(b *testing.B) {
 		for i := range b.N {
 			b.StopTimer()
 			txn := s.Begin()
-			txn.Put(keys[i%len(keys)], benchValue, 0)
+			txn.Put(keys[i%len(keys)], benchValue, 0, false)
 			txn.End()
 			b.StartTimer()
 			s.View()
@@ -206,7 +206,7 @@ func BenchmarkCompactStep(b *testing.B) {
 	s := storeWithKeys(keys)
 	for i := range b.N {
 		txn := s.Begin()
-		txn.Put(keys[i%len(keys)], benchValue, 0)
+		txn.Put(keys[i%len(keys)], benchValue, 0, false)
 		txn.End()
 	}
 	if err := s.Compact(s.Rev()); err != nil {

@@ -179,7 +179,7 @@ func (h *harness) view(t *testing.T, a args) *View {
 func (h *harness) op(t *testing.T, txn *Txn, cmd string, a args) string {
 	switch cmd {
 	case "put":
-		prev := txn.Put([]byte(a.str(t, "k", "")), []byte(a.str(t, "v", "")), a.int(t, "lease", 0))
+		prev := txn.Put([]byte(a.str(t, "k", "")), []byte(a.str(t, "v", "")), a.int(t, "lease", 0), true)
 		if prev == nil {
 			return "prev=none\n"
 		}

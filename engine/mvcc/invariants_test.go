@@ -25,9 +25,19 @@ func checkInvariants(s *Store) error {
 			return fmt.Errorf("key %q in live=%v has newest version tombstone=%v", ki.key, live, last.tombstone())
 		}
 		bytes += keyOverheadBytes + int64(len(ki.key))
+		d := ki.data.Load()
+		if len(d.segs) > 0 && int(d.fill) > len(d.segs[len(d.segs)-1]) {
+			return fmt.Errorf("key %q: fill %d beyond its last segment of %d bytes", ki.key, d.fill, len(d.segs[len(d.segs)-1]))
+		}
 		for i := range vers {
 			v := &vers[i]
-			bytes += versionOverheadBytes + int64(len(v.value))
+			bytes += versionOverheadBytes + int64(v.val.n)
+			if r := v.val; r.n > 0 {
+				last := int(r.seg) == len(d.segs)-1
+				if int(r.seg) >= len(d.segs) || int(r.off+r.n) > len(d.segs[r.seg]) || (last && r.off+r.n > d.fill) {
+					return fmt.Errorf("key %q: version %d.%d's value %+v lies outside the segments written", ki.key, v.mod.Main, v.mod.Sub, r)
+				}
+			}
 			if i > 0 && !vers[i-1].mod.less(v.mod) {
 				return fmt.Errorf("key %q: versions out of order at %d", ki.key, i)
 			}
@@ -135,7 +145,7 @@ func dumpKeys(st *state) []string {
 		}
 		line := fmt.Sprintf("%s %s:", tree, fmtKey(ki.key))
 		for _, v := range ki.versions() {
-			line += " " + fmtVersion(&v)
+			line += " " + fmtVersion(ki, &v)
 		}
 		out = append(out, line)
 		return true
@@ -156,11 +166,11 @@ func dumpHist(st *state) string {
 	return out
 }
 
-func fmtVersion(v *version) string {
+func fmtVersion(ki *keyIndex, v *version) string {
 	if v.tombstone() {
 		return fmt.Sprintf("%d.%d:tomb", v.mod.Main, v.mod.Sub)
 	}
-	s := fmt.Sprintf("%d.%d:v%d/c%d=%s", v.mod.Main, v.mod.Sub, v.ver, v.create, fmtKey(string(v.value)))
+	s := fmt.Sprintf("%d.%d:v%d/c%d=%s", v.mod.Main, v.mod.Sub, v.ver, v.create, fmtKey(string(ki.value(v))))
 	if v.lease != 0 {
 		s += fmt.Sprintf("/l%d", v.lease)
 	}

@@ -14,6 +14,11 @@ const (
 	// key's array next grows or a later compaction leaves few enough survivors.
 	compactCopyVersionsMax = 1024
 
+	// valueSegmentBytesMax is the size a key's value segments grow to (keyData.store): large
+	// enough that a key written many times has few objects for the collector to mark, small
+	// enough that growing a segment never copies much.
+	valueSegmentBytesMax = 64 << 10
+
 	// histChunkEntries is how many revisions one chunk of the history holds.
 	histChunkEntries = 256
 
@@ -32,7 +37,7 @@ const (
 
 	// keyOverheadBytes and versionOverheadBytes are what Bytes charges for each retained key and
 	// each retained version on top of the key and value bytes themselves.
-	keyOverheadBytes     = int64(unsafe.Sizeof(keyIndex{})) + int64(unsafe.Sizeof([]version(nil))) + int64(unsafe.Sizeof(""))
+	keyOverheadBytes     = int64(unsafe.Sizeof(keyIndex{})) + int64(unsafe.Sizeof(keyData{})) + int64(unsafe.Sizeof(""))
 	versionOverheadBytes = int64(unsafe.Sizeof(version{}))
 )
 

@@ -324,7 +324,7 @@ func (mt *modelTest) write(t *rapid.T, ops int) {
 			want := m.put(k, v, lease, Revision{next, sub})
 			sub++
 			for _, txn := range []*Txn{ta, tb} {
-				prev := txn.Put([]byte(k), []byte(v), lease)
+				prev := txn.Put([]byte(k), []byte(v), lease, true)
 				if (prev == nil) != (want == nil) || prev != nil && kvString(prev) != mvString(*want, false) {
 					t.Fatalf("put %q prev %v, model %v", k, prev, want)
 				}

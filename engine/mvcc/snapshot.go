@@ -72,7 +72,7 @@ func (v *View) HashKV(rev int64) (hash uint32, compactRev int64, err error) {
 	h := &hashSink{}
 	v.st.visitAll("", func(ki *keyIndex) bool {
 		if vs := ki.retained(v.st.compactRev, rev); len(vs) > 0 {
-			h.scratch = writeRecord(h, h.scratch, ki.key, vs)
+			h.scratch = writeRecord(h, h.scratch, ki, vs)
 		}
 		return true
 	})
@@ -93,7 +93,7 @@ func (v *View) WriteTo(w io.Writer) (int64, error) {
 	e.write(scratch)
 	v.st.visitAll("", func(ki *keyIndex) bool {
 		if vs := ki.carried(v.st.compactRev, v.st.rev); len(vs) > 0 {
-			scratch = writeRecord(e, scratch, ki.key, vs)
+			scratch = writeRecord(e, scratch, ki, vs)
 		}
 		return e.err == nil
 	})
@@ -114,11 +114,11 @@ type byteSink interface{ write(p []byte) }
 
 // writeRecord writes the record of key and vs to sink, using scratch for the fixed part of each
 // version, and returns scratch for reuse.
-func writeRecord(sink byteSink, scratch []byte, key string, vs []version) []byte {
+func writeRecord(sink byteSink, scratch []byte, ki *keyIndex, vs []version) []byte {
 	b := append(scratch[:0], recordKey)
-	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = binary.AppendUvarint(b, uint64(len(ki.key)))
 	sink.write(b)
-	sink.write(keyBytes(key))
+	sink.write(keyBytes(ki.key))
 	b = binary.AppendUvarint(b[:0], uint64(len(vs)))
 	for i := range vs {
 		v := &vs[i]
@@ -127,9 +127,9 @@ func writeRecord(sink byteSink, scratch []byte, key string, vs []version) []byte
 		b = binary.AppendUvarint(b, uint64(v.ver))
 		b = binary.AppendUvarint(b, uint64(v.create))
 		b = binary.AppendVarint(b, v.lease)
-		b = binary.AppendUvarint(b, uint64(len(v.value)))
+		b = binary.AppendUvarint(b, uint64(v.val.n))
 		sink.write(b)
-		sink.write(v.value)
+		sink.write(ki.value(v))
 		b = b[:0]
 	}
 	return b
@@ -419,7 +419,7 @@ func (d *decoder) body() (*Store, error) {
 		vers := ki.versions()
 		for i := range vers {
 			v := &vers[i]
-			s.bytes += versionOverheadBytes + int64(len(v.value))
+			s.bytes += versionOverheadBytes + int64(v.val.n)
 			if v.mod.Main > compactRev || (d.compactChanges && compacted == 1 && v.mod.Main == compactRev) {
 				refs = append(refs, histRef{v.mod, key})
 			}
@@ -446,7 +446,7 @@ func (d *decoder) versions(key string, rev, compactRev int64, compactTombstones 
 	if n == 0 {
 		return nil, corruptf("key %q has no versions", key)
 	}
-	vers := make([]version, 0, min(n, restorePreallocVersionsMax))
+	kd := &keyData{vers: make([]version, 0, min(n, restorePreallocVersionsMax))}
 	for j := range n {
 		var v version
 		if v.mod.Main, err = d.int("main revision", rev); err != nil {
@@ -464,18 +464,23 @@ func (d *decoder) versions(key string, rev, compactRev int64, compactTombstones 
 		if v.lease, err = binary.ReadVarint(d); err != nil {
 			return nil, d.varintErr("lease", err)
 		}
-		if v.value, err = d.bytes("value", snapshotValueBytesMax); err != nil {
+		size, err := d.int("value length", snapshotValueBytesMax)
+		if err != nil {
+			return nil, err
+		}
+		var dst []byte
+		v.val, dst = kd.reserve(int(size))
+		if err = d.read(dst); err != nil {
 			return nil, err
 		}
 		var prev *version
 		if j > 0 {
-			prev = &vers[j-1]
+			prev = &kd.vers[j-1]
 		}
-		var err error
 		switch atCompact := compactTombstones && v.mod.Main == compactRev; {
 		case atCompact && prev == nil && v.tombstone():
 			// A tombstone made at the compaction revision, after the versions compaction dropped.
-			if v.create != 0 || v.lease != 0 || len(v.value) != 0 {
+			if v.create != 0 || v.lease != 0 || v.val.n != 0 {
 				err = fmt.Errorf("tombstone %d.%d carries data", v.mod.Main, v.mod.Sub)
 			}
 		case atCompact && prev != nil:
@@ -487,9 +492,9 @@ func (d *decoder) versions(key string, rev, compactRev int64, compactTombstones 
 		if err != nil {
 			return nil, corruptf("key %q: %w", key, err)
 		}
-		vers = append(vers, v)
+		kd.vers = append(kd.vers, v)
 	}
-	return newKeyIndex(key, vers, 0), nil
+	return newKeyIndex(key, kd, 0), nil
 }
 
 // checkVersion checks v, which follows prev (nil for the first version of a key), in a retained
@@ -507,7 +512,7 @@ func checkVersion(v, prev *version, compactRev int64) error {
 		switch {
 		case prev == nil || prev.tombstone():
 			return fmt.Errorf("tombstone %d.%d does not follow a put", v.mod.Main, v.mod.Sub)
-		case v.create != 0 || v.lease != 0 || len(v.value) != 0:
+		case v.create != 0 || v.lease != 0 || v.val.n != 0:
 			return fmt.Errorf("tombstone %d.%d carries data", v.mod.Main, v.mod.Sub)
 		}
 		return nil

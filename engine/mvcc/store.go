@@ -3,6 +3,8 @@ package mvcc
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -31,15 +33,20 @@ func (a Revision) less(b Revision) bool {
 	return a.Main < b.Main || (a.Main == b.Main && a.Sub < b.Sub)
 }
 
-// version is one change of one key: a put, or a tombstone when ver == 0.
+// version is one change of one key: a put, or a tombstone when ver == 0. It holds no pointer,
+// so the garbage collector never scans the arrays of versions, which are most of a store that
+// keeps history.
 // Invariant: never modified once it is in a keyIndex.
 type version struct {
-	value  []byte   // nil for a tombstone and for an empty value.
 	mod    Revision // when the change was made.
 	create int64    // main revision of the put that created this generation; 0 for a tombstone.
 	ver    int64    // 1 on create, +1 per put; 0 marks a tombstone.
 	lease  int64    // 0 for no lease and for a tombstone.
+	val    valRef   // the value; zero for a tombstone and for an empty value.
 }
+
+// valRef locates a value in its keyIndex's segments: segs[seg][off : off+n].
+type valRef struct{ seg, off, n uint32 }
 
 func (v *version) tombstone() bool { return v.ver == 0 }
 
@@ -48,18 +55,12 @@ type keyIndex struct {
 	// key is owned by the store (never a caller's buffer). Its bytes are handed out as
 	// KeyValue.Key and are never written.
 	key string
-	// vers points to the key's physically retained versions; read it with versions.
-	// Invariant: non-empty; strictly increasing mod; the last is a put iff the keyIndex is in the
-	// writer's live tree; the logically retained ones (see retained) form a valid history
-	// (checkVersion).
-	// Invariant: nothing ever writes a slot of the backing array below the length of a slice
-	// that was derived from it; the writer only appends (beyond every published length) or makes
-	// a new array.
+	// data points to the key's versions and values; read it with versions and value.
 	// Invariant: a View reads only the versions at or below its revision. So the writer may
-	// append a put to a keyIndex that Views share (storing the longer slice atomically): every
+	// append a put to a keyIndex that Views share (storing a new keyData atomically): every
 	// View keeps seeing exactly the versions it captured, without the writer copying the
 	// keyIndex and the B-tree path to it.
-	vers atomic.Pointer[[]version]
+	data atomic.Pointer[keyData]
 	// epoch is Store.epoch when this keyIndex was made.
 	// Invariant: a keyIndex reachable from a published View has epoch < Store.epoch, so the writer
 	// may change a keyIndex in place, other than by appending a put, iff its epoch ==
@@ -67,24 +68,117 @@ type keyIndex struct {
 	epoch uint64
 }
 
-func newKeyIndex(key string, vers []version, epoch uint64) *keyIndex {
+// keyData is a key's physically retained versions and the segments holding their values.
+// Values live in a few large pointer-free segments per key rather than one allocation each,
+// so that the collector marks a handful of objects per key instead of one per version.
+type keyData struct {
+	// vers are the versions.
+	// Invariant: non-empty; strictly increasing mod; the last is a put iff the keyIndex is in the
+	// writer's live tree; the logically retained ones (see retained) form a valid history
+	// (checkVersion).
+	// Invariant: nothing ever writes a slot of the backing array below the length of a slice
+	// that was derived from it; the writer only appends (beyond every published length) or makes
+	// a new array.
+	vers []version
+	// segs hold the values. Each segment's length is its capacity, fixed when it is made.
+	// Invariant: the same backing-array rule as vers; and in a keyIndex that a View may reach
+	// (epoch < Store.epoch) a segment index, once published, names the same bytes for good, so
+	// a reader may resolve a version against any keyData it later loads from that keyIndex.
+	segs [][]byte
+	// fill is how many bytes of the last segment hold values.
+	// Invariant: the writer writes segment bytes only at or beyond fill of the last segment,
+	// which no published version refers to.
+	fill uint32
+}
+
+// store copies value into the segments and returns where it is. A segment is twice the size
+// of the previous one, up to valueSegmentBytesMax, or exactly as large as a value that does
+// not fit that.
+func (d *keyData) store(value []byte) valRef {
+	ref, dst := d.reserve(len(value))
+	copy(dst, value)
+	return ref
+}
+
+// reserve makes room for a value of n bytes, to be written to dst, as store does.
+func (d *keyData) reserve(n int) (ref valRef, dst []byte) {
+	if n == 0 {
+		return valRef{}, nil
+	}
+	if uint64(n) > math.MaxUint32 {
+		panicf("keyData.reserve: a value of %d bytes", n)
+	}
+	last := len(d.segs) - 1
+	if last < 0 || int(d.fill)+n > len(d.segs[last]) {
+		size := n
+		if last >= 0 {
+			size = max(n, min(2*len(d.segs[last]), valueSegmentBytesMax))
+		}
+		seg := slices.Grow([]byte(nil), size)
+		d.segs = append(d.segs, seg[:cap(seg)])
+		d.fill, last = 0, last+1
+	}
+	ref = valRef{seg: uint32(last), off: d.fill, n: uint32(n)}
+	d.fill += uint32(n)
+	return ref, d.value(ref)
+}
+
+// value returns the bytes ref names.
+func (d *keyData) value(ref valRef) []byte {
+	if ref.n == 0 {
+		return nil
+	}
+	end := ref.off + ref.n
+	return d.segs[ref.seg][ref.off:end:end]
+}
+
+// repack returns keyData holding vers (which it may renumber in place) and only the segments
+// their values need: the segments before the first one in use are dropped, and if the rest hold
+// more than twice the values' bytes (long-lived values pinning segments that were mostly
+// compacted away) the values are copied into fresh ones. Copying costs at most what it frees.
+func (d *keyData) repack(vers []version) *keyData {
+	first, live := len(d.segs), 0
+	for i := range vers {
+		if r := vers[i].val; r.n > 0 {
+			first = min(first, int(r.seg))
+			live += int(r.n)
+		}
+	}
+	if first == len(d.segs) {
+		return &keyData{vers: vers}
+	}
+	held := 0
+	for _, seg := range d.segs[first:] {
+		held += len(seg)
+	}
+	if held > 2*live {
+		nd := &keyData{vers: vers}
+		for i := range vers {
+			if vers[i].val.n > 0 {
+				vers[i].val = nd.store(d.value(vers[i].val))
+			}
+		}
+		return nd
+	}
+	for i := range vers {
+		if vers[i].val.n > 0 {
+			vers[i].val.seg -= uint32(first)
+		}
+	}
+	return &keyData{vers: vers, segs: d.segs[first:], fill: d.fill}
+}
+
+func newKeyIndex(key string, d *keyData, epoch uint64) *keyIndex {
 	ki := &keyIndex{key: key, epoch: epoch}
-	ki.vers.Store(&vers)
+	ki.data.Store(d)
 	return ki
 }
 
 // versions returns the versions; a View must read the ones above its revision as absent.
-func (ki *keyIndex) versions() []version { return *ki.vers.Load() }
+func (ki *keyIndex) versions() []version { return ki.data.Load().vers }
 
-func (ki *keyIndex) setVersions(vers []version) { ki.vers.Store(&vers) }
-
-// maybeVersions is versions, and nil for a nil ki.
-func (ki *keyIndex) maybeVersions() []version {
-	if ki == nil {
-		return nil
-	}
-	return ki.versions()
-}
+// value returns the value of v, one of ki's versions. It aliases the store's immutable bytes.
+func (ki *keyIndex) value(v *version) []byte { return ki.data.Load().value(v.val) }
 
 // newest returns the newest version.
 func (ki *keyIndex) newest() *version {
@@ -356,7 +450,7 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		cut, done = budget, false
 	}
 	for j := range vers[:cut] {
-		s.bytes -= versionOverheadBytes + int64(len(vers[j].value))
+		s.bytes -= versionOverheadBytes + int64(vers[j].val.n)
 	}
 	work = 1 + cut
 	rest := vers[cut:]
@@ -370,14 +464,16 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		s.bytes -= keyOverheadBytes + int64(len(key))
 		return work, done
 	}
+	d := ki.data.Load()
+	nd := &keyData{vers: rest, segs: d.segs, fill: d.fill}
 	if done && len(rest) <= compactCopyVersionsMax {
-		rest = append([]version(nil), rest...)
+		nd = d.repack(append([]version(nil), rest...))
 		work += len(rest)
 	}
 	if ki.epoch == s.epoch {
-		ki.setVersions(rest)
+		ki.data.Store(nd)
 	} else {
-		s.setKey(tree, newKeyIndex(ki.key, rest, s.epoch))
+		s.setKey(tree, newKeyIndex(ki.key, nd, s.epoch))
 	}
 	return work, done
 }
@@ -399,13 +495,6 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 
 // keyBytes returns the bytes of a stored key without copying. Invariant: nobody writes into them.
 func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
-
-func cloneValue(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return append([]byte(nil), b...)
-}
 
 func panicf(format string, args ...any) {
 	panic(fmt.Sprintf("mvcc: "+format, args...))

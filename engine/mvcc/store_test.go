@@ -13,7 +13,7 @@ import (
 
 func mustPut(s *Store, key, value string) {
 	txn := s.Begin()
-	txn.Put([]byte(key), []byte(value), 0)
+	txn.Put([]byte(key), []byte(value), 0, false)
 	txn.End()
 }
 
@@ -61,7 +61,7 @@ func sampleStore(t *testing.T) *Store {
 		case 0:
 			txn.DeleteRange(k, []byte(fmt.Sprintf("key%02d", rng.IntN(40))))
 		default:
-			txn.Put(k, bytes.Repeat([]byte{byte(i)}, rng.IntN(2000)), int64(rng.IntN(3)))
+			txn.Put(k, bytes.Repeat([]byte{byte(i)}, rng.IntN(2000)), int64(rng.IntN(3)), false)
 		}
 		txn.End()
 	}
@@ -176,7 +176,7 @@ func TestBytes(t *testing.T) {
 		}
 		vers := ki.versions()
 		for i := range len(vers) - len(vs) {
-			extra += versionOverheadBytes + int64(len(vers[i].value))
+			extra += versionOverheadBytes + int64(vers[i].val.n)
 		}
 		return true
 	})
@@ -220,7 +220,7 @@ func TestViewConcurrentReads(t *testing.T) {
 			if i%10 == 0 {
 				txn.DeleteRange(k, nil)
 			} else {
-				txn.Put(k, []byte(fmt.Sprintf("v%d", round+1)), 0)
+				txn.Put(k, []byte(fmt.Sprintf("v%d", round+1)), 0, false)
 			}
 			txn.End()
 		}
@@ -243,12 +243,12 @@ func TestHotPathAllocs(t *testing.T) {
 	key, val := []byte("k0500"), []byte("value2")
 	put := testing.AllocsPerRun(1000, func() {
 		txn := s.Begin()
-		txn.Put(key, val, 0)
+		txn.Put(key, val, 0, false)
 		txn.End()
 	})
-	// value copy, prev KeyValue, event (+ amortized growth of the key's version array).
-	if put > 3.1 {
-		t.Errorf("overwrite Put: %.2f allocs, want <= 3", put)
+	// The event (+ amortized growth of the key's versions and value segments).
+	if put > 1.1 {
+		t.Errorf("overwrite Put: %.2f allocs, want <= 1", put)
 	}
 	v := s.View()
 	get := testing.AllocsPerRun(1000, func() {
@@ -262,6 +262,49 @@ func TestHotPathAllocs(t *testing.T) {
 	view := testing.AllocsPerRun(1000, func() { s.View() })
 	if view != 0 {
 		t.Errorf("View with no change since the last one: %.2f allocs, want 0", view)
+	}
+}
+
+// A key written many times keeps its values in a few segments, and once compaction leaves it
+// one value the segments shrink to about that value, while a View taken before the compaction
+// still reads the old values.
+func TestValueSegments(t *testing.T) {
+	s := New()
+	value := func(i int) string { return fmt.Sprintf("%0256d", i) }
+	for i := range 1000 {
+		mustPut(s, "hot", value(i))
+	}
+	ki := s.keys["hot"]
+	// Doubling from 256 bytes to 64 KiB takes 9 segments; then 4 full ones hold the rest.
+	if n := len(ki.data.Load().segs); n > 13 {
+		t.Errorf("1000 values of 256 bytes in %d segments, want at most 13", n)
+	}
+	old := s.View()
+	oldRev := old.Rev()
+	if err := s.Compact(s.Rev()); err != nil {
+		t.Fatal(err)
+	}
+	for !s.CompactStep(1 << 20) {
+	}
+	if err := checkInvariants(s); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, seg := range s.keys["hot"].data.Load().segs {
+		held += len(seg)
+	}
+	if held > 2*256 {
+		t.Errorf("one retained value of 256 bytes holds %d bytes of segments", held)
+	}
+	got, err := s.View().Range([]byte("hot"), nil, RangeOptions{})
+	if err != nil || len(got.KVs) != 1 || string(got.KVs[0].Value) != value(999) {
+		t.Fatalf("after compaction: %v %v, want the newest value", got.KVs, err)
+	}
+	for i := range 1000 {
+		r, err := old.Range([]byte("hot"), nil, RangeOptions{Rev: oldRev - 999 + int64(i)})
+		if err != nil || len(r.KVs) != 1 || string(r.KVs[0].Value) != value(i) {
+			t.Fatalf("the View from before the compaction at revision %d: %v %v", oldRev-999+int64(i), r.KVs, err)
+		}
 	}
 }
 
@@ -298,7 +341,7 @@ func TestRestoreRejectsInconsistent(t *testing.T) {
 		}},
 		{"tombstone with a value", func(s *Store) {
 			ki, _ := s.st.dead.Get("b")
-			ki.versions()[1].value = []byte("x")
+			ki.versions()[1].val = ki.versions()[0].val
 		}},
 		{"compact revision beyond the store's", func(s *Store) { s.st.compactRev = 9 }},
 		{"history shorter than the store", func(s *Store) { s.st.rev = 6 }},
@@ -330,7 +373,7 @@ func TestHistoryChunks(t *testing.T) {
 	var views []saved
 	for i := range 5 * histChunkEntries {
 		txn := s.Begin()
-		txn.Put([]byte(fmt.Sprintf("k%d", i%37)), []byte(fmt.Sprint(i)), 0)
+		txn.Put([]byte(fmt.Sprintf("k%d", i%37)), []byte(fmt.Sprint(i)), 0, false)
 		if i%5 == 0 {
 			txn.DeleteRange([]byte(fmt.Sprintf("k%d", (i+3)%37)), nil)
 		}

@@ -21,8 +21,9 @@ type Txn struct {
 
 // change is one put or tombstone (v.ver == 0) of key, as it was written.
 type change struct {
-	key string
-	v   version
+	key   string
+	v     version
+	value []byte // the stored value, for the event
 }
 
 // Begin opens the write transaction.
@@ -46,35 +47,41 @@ func (t *Txn) Range(key, end []byte, opts RangeOptions) (RangeResult, error) {
 	return st.rangeKeys(key, end, opts)
 }
 
-// Put writes value to key with the given lease (0 for none). It returns the key's previous
-// KeyValue, or nil if the key did not exist. key and value are copied.
-func (t *Txn) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue) {
+// Put writes value to key with the given lease (0 for none). With prevKV it returns the key's
+// previous KeyValue, or nil if the key did not exist. key and value are copied.
+func (t *Txn) Put(key, value []byte, lease int64, prevKV bool) (prev *mvccpb.KeyValue) {
 	t.mustBeOpen("Put")
 	s := t.s
 	rev := Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}
-	nv := version{value: cloneValue(value), mod: rev, lease: lease}
-	s.bytes += versionOverheadBytes + int64(len(nv.value))
-	var k string
+	nv := version{mod: rev, lease: lease}
+	s.bytes += versionOverheadBytes + int64(len(value))
 	ki, found := s.keys[unsafeString(key)]
-	if vers := ki.maybeVersions(); found && !vers[len(vers)-1].tombstone() {
-		last := &vers[len(vers)-1]
-		prev = newKV(ki.key, last, false)
+	if found && !ki.newest().tombstone() {
+		last := ki.newest()
+		if prevKV {
+			prev = newKV(ki, last, false)
+		}
 		nv.create, nv.ver = last.create, last.ver+1
 		// In place even when Views share ki: they read no version above their revision.
-		s.appendVersion(ki, nv)
-		k = ki.key
+		value = s.appendVersion(ki, &nv, value)
 	} else {
+		var nd keyData
 		if found {
-			k = ki.key
-			s.st.dead.Delete(k)
+			// Views may share the dead keyIndex: nd only appends beyond what they read.
+			nd = *ki.data.Load()
+			s.st.dead.Delete(ki.key)
+			ki = newKeyIndex(ki.key, &nd, s.epoch)
 		} else {
-			k = string(key)
-			s.bytes += keyOverheadBytes + int64(len(k))
+			ki = newKeyIndex(string(key), &nd, s.epoch)
+			s.bytes += keyOverheadBytes + int64(len(key))
 		}
 		nv.create, nv.ver = rev.Main, 1
-		s.setKey(s.st.live, newKeyIndex(k, append(vers, nv), s.epoch))
+		nv.val = nd.store(value)
+		nd.vers = append(nd.vers, nv)
+		value = nd.value(nv.val)
+		s.setKey(s.st.live, ki)
 	}
-	t.changes = append(t.changes, change{key: k, v: nv})
+	t.changes = append(t.changes, change{key: ki.key, v: nv, value: value})
 	s.view = nil
 	return prev
 }
@@ -106,16 +113,18 @@ func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
 	deleted = make([]*mvccpb.KeyValue, len(doomed))
 	kvs := make([]mvccpb.KeyValue, len(doomed))
 	for i, ki := range doomed {
-		vers := ki.versions()
-		fillKV(&kvs[i], ki.key, &vers[len(vers)-1], false)
+		fillKV(&kvs[i], ki, ki.newest(), false)
 		deleted[i] = &kvs[i]
 		nv := version{mod: Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}}
 		s.bytes += versionOverheadBytes
 		s.st.live.Delete(ki.key)
 		if ki.epoch == s.epoch {
-			ki.setVersions(append(vers, nv))
+			d := ki.data.Load()
+			d.vers = append(d.vers, nv)
 		} else {
-			ki = newKeyIndex(ki.key, append(vers, nv), s.epoch)
+			d := *ki.data.Load()
+			d.vers = append(d.vers, nv)
+			ki = newKeyIndex(ki.key, &d, s.epoch)
 		}
 		if _, replaced := s.st.dead.Set(ki.key, ki); replaced {
 			panicf("DeleteRange: key %q was both live and dead", ki.key)
@@ -150,22 +159,30 @@ func (t *Txn) End() []*mvccpb.Event {
 	s.st.hist.add(s.st.rev, rc)
 	events := newEvents(n)
 	for i := range t.changes {
-		fillEvent(events[i], t.changes[i].key, &t.changes[i].v)
+		c := &t.changes[i]
+		fillEvent(events[i], c.key, &c.v, c.value)
 	}
 	clear(t.changes)
 	t.changes = t.changes[:0]
 	return events
 }
 
-// appendVersion adds nv as the newest version of ki. Views that share ki load its versions
-// concurrently, so those are published anew (atomically) unless no View can see ki.
-func (s *Store) appendVersion(ki *keyIndex, nv version) {
-	if ki.epoch == s.epoch {
-		p := ki.vers.Load()
-		*p = append(*p, nv)
-		return
+// appendVersion stores value and adds nv, which it points at the value, as the newest version
+// of ki; it returns the stored value. Views that share ki load its data concurrently, so a new
+// keyData is published (atomically) unless no View can see ki.
+func (s *Store) appendVersion(ki *keyIndex, nv *version, value []byte) []byte {
+	d := ki.data.Load()
+	shared := ki.epoch != s.epoch
+	if shared {
+		c := *d
+		d = &c
 	}
-	ki.setVersions(append(ki.versions(), nv))
+	nv.val = d.store(value)
+	d.vers = append(d.vers, *nv)
+	if shared {
+		ki.data.Store(d)
+	}
+	return d.value(nv.val)
 }
 
 func (t *Txn) mustBeOpen(op string) {
@@ -205,7 +222,7 @@ func newEvents(n int) []*mvccpb.Event {
 
 // fillEvent makes ev the event of the change (key, v): a PUT with the full KeyValue, or a DELETE
 // with {key, mod_revision}, as etcd sends them.
-func fillEvent(ev *mvccpb.Event, key string, v *version) {
+func fillEvent(ev *mvccpb.Event, key string, v *version, value []byte) {
 	if v.tombstone() {
 		ev.Type = mvccpb.Event_DELETE
 		ev.Kv.Key = keyBytes(key)
@@ -213,24 +230,30 @@ func fillEvent(ev *mvccpb.Event, key string, v *version) {
 		return
 	}
 	ev.Type = mvccpb.Event_PUT
-	fillKV(ev.Kv, key, v, false)
+	fillVersion(ev.Kv, key, v)
+	ev.Kv.Value = value
 }
 
-// fillKV fills kv from a put version. Key and Value alias the store's immutable bytes.
-func fillKV(kv *mvccpb.KeyValue, key string, v *version, keysOnly bool) {
+// fillKV fills kv from v, a put version of ki. Key and Value alias the store's immutable bytes.
+func fillKV(kv *mvccpb.KeyValue, ki *keyIndex, v *version, keysOnly bool) {
+	fillVersion(kv, ki.key, v)
+	if !keysOnly {
+		kv.Value = ki.value(v)
+	}
+}
+
+// fillVersion fills all of kv but the value.
+func fillVersion(kv *mvccpb.KeyValue, key string, v *version) {
 	kv.Key = keyBytes(key)
 	kv.CreateRevision = v.create
 	kv.ModRevision = v.mod.Main
 	kv.Version = v.ver
 	kv.Lease = v.lease
-	if !keysOnly {
-		kv.Value = v.value
-	}
 }
 
-func newKV(key string, v *version, keysOnly bool) *mvccpb.KeyValue {
+func newKV(ki *keyIndex, v *version, keysOnly bool) *mvccpb.KeyValue {
 	kv := &mvccpb.KeyValue{}
-	fillKV(kv, key, v, keysOnly)
+	fillKV(kv, ki, v, keysOnly)
 	return kv
 }
 

@@ -211,7 +211,7 @@ func (st *state) rangeOne(res *RangeResult, key []byte, rev int64, o *RangeOptio
 	if o.CountOnly || !o.keep(v) {
 		return
 	}
-	res.KVs = makeOneKV(ki.key, v, o.KeysOnly)
+	res.KVs = makeOneKV(ki, v, o.KeysOnly)
 }
 
 // rangeLive is a natural-order, unfiltered Range (or any count) at the current revision.
@@ -323,7 +323,7 @@ func sortCands(cands []cand, target SortTarget, order SortOrder) {
 	case SortByMod:
 		s.less = func(a, b *cand) bool { return a.v.mod.Main-b.v.mod.Main < 0 }
 	case SortByValue:
-		s.less = func(a, b *cand) bool { return bytes.Compare(a.v.value, b.v.value) < 0 }
+		s.less = func(a, b *cand) bool { return bytes.Compare(a.ki.value(a.v), b.ki.value(b.v)) < 0 }
 	}
 	if order == SortDescend {
 		sort.Sort(sort.Reverse(s))
@@ -347,9 +347,9 @@ type oneKV struct {
 	list [1]*mvccpb.KeyValue
 }
 
-func makeOneKV(key string, v *version, keysOnly bool) []*mvccpb.KeyValue {
+func makeOneKV(ki *keyIndex, v *version, keysOnly bool) []*mvccpb.KeyValue {
 	o := &oneKV{}
-	fillKV(&o.kv, key, v, keysOnly)
+	fillKV(&o.kv, ki, v, keysOnly)
 	o.list[0] = &o.kv
 	return o.list[:]
 }
@@ -359,12 +359,12 @@ func makeKVs(cands []cand, keysOnly bool) []*mvccpb.KeyValue {
 	case 0:
 		return nil
 	case 1:
-		return makeOneKV(cands[0].ki.key, cands[0].v, keysOnly)
+		return makeOneKV(cands[0].ki, cands[0].v, keysOnly)
 	}
 	kvs := make([]mvccpb.KeyValue, len(cands))
 	out := make([]*mvccpb.KeyValue, len(cands))
 	for i, c := range cands {
-		fillKV(&kvs[i], c.ki.key, c.v, keysOnly)
+		fillKV(&kvs[i], c.ki, c.v, keysOnly)
 		out[i] = &kvs[i]
 	}
 	return out
@@ -403,7 +403,7 @@ func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, nex
 				panicf("Events: change %d.%d of key %q is not retained (compact revision %d)",
 					main, sub, key, v.st.compactRev)
 			}
-			fillEvent(evs[sub], key, ver)
+			fillEvent(evs[sub], key, ver, ki.value(ver))
 		}
 		events = append(events, evs...)
 		return true

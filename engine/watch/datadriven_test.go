@@ -56,7 +56,7 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 		for range num("n", 1) {
 			txn := hm.st.Begin()
 			if d.Cmd == "put" {
-				txn.Put([]byte(arg("k", "")), []byte(arg("v", "")), 0)
+				txn.Put([]byte(arg("k", "")), []byte(arg("v", "")), 0, false)
 			} else {
 				txn.DeleteRange([]byte(arg("k", "")), []byte(arg("end", "")))
 			}
@@ -69,7 +69,7 @@ func (hm *hubModel) handle(t *testing.T, d *datadriven.TestData) string {
 		txn := hm.st.Begin()
 		for _, k := range strings.Split(arg("put", ""), ",") {
 			if k != "" {
-				txn.Put([]byte(k), []byte("t"), 0)
+				txn.Put([]byte(k), []byte("t"), 0, false)
 			}
 		}
 		for _, k := range strings.Split(arg("del", ""), ",") {

@@ -96,7 +96,7 @@ func (hm *hubModel) write(t *rapid.T) {
 			if rapid.IntRange(0, 3).Draw(t, "del") == 0 {
 				txn.DeleteRange(k, nil)
 			} else {
-				txn.Put(k, []byte(fmt.Sprint(hm.st.Rev()+1)), 0)
+				txn.Put(k, []byte(fmt.Sprint(hm.st.Rev()+1)), 0, false)
 			}
 		}
 		hm.all = append(hm.all, txn.End()...)
