@@ -235,6 +235,12 @@ func (h *Hub) Publish(v *mvcc.View) {
 		h.lg.Error("ignoring a view older than the watchers' revision", zap.Int64("view-revision", v.Rev()), zap.Int64("watch-revision", h.rev))
 		return
 	}
+	if len(h.keyed) == 0 && len(h.ranged) == 0 {
+		// No synced watcher to notify, and unsynced ones read the history themselves: reading
+		// the events would cost every write a lookup for nothing.
+		h.view, h.rev = v, v.Rev()
+		return
+	}
 	for from := h.rev + 1; from <= v.Rev(); {
 		evs, next, err := v.Events(from, readEventsMax)
 		if err != nil {
