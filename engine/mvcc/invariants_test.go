@@ -94,9 +94,6 @@ func checkInvariants(s *Store) error {
 	if bytes != s.bytes {
 		return fmt.Errorf("bytes %d, recomputed %d", s.bytes, bytes)
 	}
-	if n := st.live.Len() + st.dead.Len(); len(s.keys) != n {
-		return fmt.Errorf("the key map holds %d keys, the trees %d", len(s.keys), n)
-	}
 	for k, ki := range s.keys {
 		inLive, _ := st.live.Get(k)
 		inDead, _ := st.dead.Get(k)

@@ -429,7 +429,6 @@ func (d *decoder) body() (*Store, error) {
 		} else {
 			s.st.live.Load(key, ki)
 		}
-		s.keys[key] = ki
 	}
 	if err := s.loadHistory(refs, d.compactChanges && compacted == 1); err != nil {
 		return nil, err

@@ -291,11 +291,12 @@ type Store struct {
 	epoch uint64
 	// view is the View of the current state, if one has been made since the state last changed.
 	view *View
-	// keys finds the keyIndex of a key in st.live or st.dead by hashing, for the writer's
-	// single-key lookups (every Put, single-key DeleteRange and compaction step): a B-tree
+	// keys caches the keyIndexes of st.live and st.dead by key, for the writer's single-key
+	// lookups (every Put, single-key DeleteRange and compaction step; see lookup): a B-tree
 	// search compares against about log2(keys) keys in separate allocations, which under a
-	// write load costs a cache miss each.
-	// Invariant: holds exactly the keyIndexes of st.live and st.dead, under their keys.
+	// write load costs a cache miss each. It fills as keys are written, not at Restore, which
+	// filling it would slow by about half.
+	// Invariant: each entry is the keyIndex of its key in st.live or st.dead.
 	keys map[string]*keyIndex
 	// txn is reused by every Begin. Invariant: at most one Txn is open.
 	txn Txn
@@ -431,7 +432,7 @@ func physicalCut(vers []version, compactRev int64) int {
 // compactKey drops up to budget of key's versions that compaction at CompactRev makes
 // unreachable. It returns the work done (at least 1) and whether the key is fully compacted.
 func (s *Store) compactKey(key string, budget int) (work int, done bool) {
-	ki, ok := s.keys[key]
+	ki, ok := s.lookup(key)
 	if !ok {
 		// A dead key already compacted away by an older change of it.
 		return 1, true
@@ -476,6 +477,21 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		s.setKey(tree, newKeyIndex(ki.key, nd, s.epoch))
 	}
 	return work, done
+}
+
+// lookup returns the keyIndex of key in st.live or st.dead.
+func (s *Store) lookup(key string) (*keyIndex, bool) {
+	if ki, ok := s.keys[key]; ok {
+		return ki, true
+	}
+	ki, ok := s.st.live.Get(key)
+	if !ok {
+		ki, ok = s.st.dead.Get(key)
+	}
+	if ok {
+		s.keys[ki.key] = ki
+	}
+	return ki, ok
 }
 
 // setKey puts ki into tree (st.live or st.dead) and keys, in place of the key's keyIndex there.

@@ -55,7 +55,7 @@ func (t *Txn) Put(key, value []byte, lease int64, prevKV bool) (prev *mvccpb.Key
 	rev := Revision{Main: s.st.rev + 1, Sub: int64(len(t.changes))}
 	nv := version{mod: rev, lease: lease}
 	s.bytes += versionOverheadBytes + int64(len(value))
-	ki, found := s.keys[unsafeString(key)]
+	ki, found := s.lookup(unsafeString(key))
 	if found && !ki.newest().tombstone() {
 		last := ki.newest()
 		if prevKV {
@@ -98,7 +98,7 @@ func (t *Txn) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue) {
 	}
 	doomed := t.doomed[:0]
 	if len(end) == 0 {
-		if ki, ok := s.keys[unsafeString(key)]; ok && !ki.newest().tombstone() {
+		if ki, ok := s.lookup(unsafeString(key)); ok && !ki.newest().tombstone() {
 			doomed = append(doomed, ki)
 		}
 	} else if lo, hi, bounded, empty := bounds(key, end); !empty {
