@@ -195,7 +195,7 @@ func put(t *testing.T, cli *clientv3.Client, k, v string) int64 {
 // The create, cancel and progress protocol, with the exact shapes etcd v3.7.3 answers.
 func TestWatchProtocol(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	w := openWatch(t, grpcConn(t, m), true)
 
@@ -259,7 +259,7 @@ func TestWatchProtocol(t *testing.T) {
 // revision (etcd #18089: put, put, del@5, put@6, compact 5, watch from 5 sees the delete).
 func TestWatchReplayAndCompaction(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	ctx := context.Background()
 	put(t, cli, "a", "1")                           // 2
@@ -309,7 +309,7 @@ func TestWatchReplayAndCompaction(t *testing.T) {
 // revision exactly once, in order, whole; the other watchers of the member keep flowing.
 func TestWatchSlowConsumer(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	conn := grpcConn(t, m)
 	slow := openWatch(t, conn, false)
@@ -369,7 +369,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 // Compaction past a slow watcher's next revision cancels it with the compaction revision.
 func TestWatchSlowConsumerCompacted(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	slow := openWatch(t, grpcConn(t, m), false)
 	slow.create(&pb.WatchCreateRequest{Key: []byte("k")})
@@ -400,7 +400,7 @@ func TestWatchSlowConsumerCompacted(t *testing.T) {
 // progress_notify watchers get a notification each interval in which they got no events.
 func TestWatchProgressNotify(t *testing.T) {
 	m := startMember(t, watchConfig(t, "--watch-progress-notify-interval", "200ms"))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	put(t, cli, "x", "1")
 	w := openWatch(t, grpcConn(t, m), true)
@@ -417,7 +417,7 @@ func TestWatchProgressNotify(t *testing.T) {
 // With fragment set, a response of at least --max-request-bytes + 512 KiB is split.
 func TestWatchFragment(t *testing.T) {
 	m := startMember(t, watchConfig(t, "--max-request-bytes", "1048576"))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	value := strings.Repeat("v", 500*1024)
 	for i := range 4 {
@@ -448,7 +448,7 @@ func TestWatchFragment(t *testing.T) {
 // response.
 func TestWatchGateway(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
