@@ -207,19 +207,37 @@ func (h *watchHub) progressTick(s *watchStream) {
 	h.wakeStreams()
 }
 
-// take removes every response queued on s.
+// take removes every response queued on s, and encodes the events that several of them share
+// (once, for every stream that has them queued) unless they need their prev_kv added.
 func (h *watchHub) take(s *watchStream) []watch.Response {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.core.Take(s.core, s.core.Queued())
+	qs := h.core.Take(s.core, s.core.Queued())
+	for _, q := range qs {
+		if sh := q.Shared; sh != nil && sh.Refs > 1 && sh.Encoded == nil && !q.PrevKV() {
+			enc, err := appendWatchEvents(nil, sh.List)
+			if err != nil {
+				h.lg.Error("encoding watch events", zap.Error(err))
+				continue
+			}
+			sh.Encoded = enc
+		}
+	}
+	return qs
 }
 
-// sent frees r's place in its watcher's queue, and wakes the hub if a watcher behind may now
-// catch up.
-func (h *watchHub) sent(r watch.Response) {
+// sent frees the places of the event responses of qs in their watchers' queues, and wakes the
+// hub if a watcher behind may now catch up.
+func (h *watchHub) sent(qs []watch.Response) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.core.Sent(r) {
+	more := false
+	for _, q := range qs {
+		if !q.Control() && h.core.Sent(q) {
+			more = true
+		}
+	}
+	if more {
 		h.kick()
 	}
 }
@@ -349,9 +367,7 @@ func (s *watchStream) recvLoop() error {
 	}
 }
 
-// sendLoop sends the queued responses in order, filling prev_kv from the newest view (as etcd
-// reads it when sending) and fragmenting where asked, and sends the periodic progress
-// notifications.
+// sendLoop sends the queued responses in order, and the periodic progress notifications.
 func (s *watchStream) sendLoop(m *Member) error {
 	t := time.NewTicker(progressInterval(m.cfg.WatchProgressNotifyInterval))
 	defer t.Stop()
@@ -365,29 +381,50 @@ func (s *watchStream) sendLoop(m *Member) error {
 		case <-s.closec:
 			return nil
 		}
-		for _, q := range s.hub.take(s) {
-			r := q.Resp
-			m.header(r.Header)
-			var err error
-			if q.Control() {
-				err = s.srv.Send(r)
-				<-s.ctrlSlots
-			} else {
-				if q.PrevKV() {
-					r = watch.WithPrevKV(m.loop.view.Load(), r)
-				}
-				if q.Fragment() {
-					err = sendFragments(r, maxBytes, s.srv.Send)
-				} else {
-					err = s.srv.Send(r)
-				}
-				s.hub.sent(q)
-			}
-			if err != nil {
+		qs := s.hub.take(s)
+		for _, q := range qs {
+			if err := s.send(m, q, maxBytes); err != nil {
 				return err
 			}
 		}
+		// One report for the whole batch: the hub's lock is taken once per wakeup, not once per
+		// response.
+		s.hub.sent(qs)
 	}
+}
+
+// send sends q, filling prev_kv from the newest view (as etcd reads it when sending) and
+// fragmenting where asked.
+func (s *watchStream) send(m *Member, q watch.Response, maxBytes int) error {
+	r := q.Resp
+	m.header(r.Header)
+	switch {
+	case q.Control():
+		err := s.srv.Send(r)
+		<-s.ctrlSlots
+		return err
+	case q.PrevKV():
+		r = watch.WithPrevKV(m.loop.view.Load(), r)
+	case q.Shared != nil:
+		enc := q.Shared.Encoded
+		if q.Shared.Refs == 1 {
+			// This response alone has these events: encoded here, outside the hub's lock.
+			var err error
+			if enc, err = appendWatchEvents(nil, r.Events); err != nil {
+				return err
+			}
+		}
+		if enc != nil {
+			p := &preEncoded{head: appendWatchHead(nil, r), events: enc}
+			if !q.Fragment() || len(p.head)+len(p.events) < maxBytes || len(r.Events) < 2 {
+				return s.srv.SendMsg(p)
+			}
+		}
+	}
+	if q.Fragment() {
+		return sendFragments(r, maxBytes, s.srv.Send)
+	}
+	return s.srv.Send(r)
 }
 
 // sendFragments sends r in parts of under maxBytes each when it is that large and has several
