@@ -378,6 +378,9 @@ func sortedSet(set map[*watcher]struct{}) []*watcher {
 // etcd's syncWatchers; one that has caught up becomes synced. It returns true when a watcher
 // with room in its queue is still behind, so the host should call Sync again soon.
 func (h *Hub) Sync() (more bool) {
+	// Watchers that fell behind together (the watchers of one key on one slow stream) catch
+	// up alike: each distinct catch-up is read once and its events shared.
+	memo := map[catchUpKey]catchUpResult{}
 	for _, w := range sortedSet(h.unsynced) {
 		if w.minRev < h.view.CompactRev() {
 			h.compacted(w)
@@ -386,16 +389,27 @@ func (h *Hub) Sync() (more bool) {
 		if w.queued >= QueuedResponsesMax {
 			continue
 		}
-		evs, next, err := h.catchUp(w)
-		if err != nil {
+		k := catchUpKey{key: string(w.key), end: string(w.end), ranged: w.end != nil, noPut: w.noPut, noDelete: w.noDelete, minRev: w.minRev}
+		res, ok := memo[k]
+		if !ok {
+			var evs []*mvccpb.Event
+			evs, res.next, res.err = h.catchUp(w)
+			if len(evs) > 0 {
+				res.shared = &Events{List: evs}
+			}
+			memo[k] = res
+		}
+		if res.err != nil {
 			h.compacted(w)
 			continue
 		}
-		if len(evs) > 0 {
-			h.push(w.s, Response{w: w, Resp: &pb.WatchResponse{WatchId: w.id, Events: evs, Header: &pb.ResponseHeader{Revision: h.rev}}})
+		if res.shared != nil {
+			res.shared.Refs++
+			h.push(w.s, Response{w: w, Shared: res.shared,
+				Resp: &pb.WatchResponse{WatchId: w.id, Events: res.shared.List, Header: &pb.ResponseHeader{Revision: h.rev}}})
 		}
-		w.minRev = next
-		if next > h.rev {
+		w.minRev = res.next
+		if res.next > h.rev {
 			delete(h.unsynced, w)
 			h.addSynced(w)
 		} else if w.queued < QueuedResponsesMax {
@@ -403,6 +417,21 @@ func (h *Hub) Sync() (more bool) {
 		}
 	}
 	return more
+}
+
+// catchUpKey is what a catch-up read depends on besides the hub's view.
+type catchUpKey struct {
+	key, end        string
+	ranged          bool
+	noPut, noDelete bool
+	minRev          int64
+}
+
+// catchUpResult is a catch-up read (see catchUp).
+type catchUpResult struct {
+	shared *Events
+	next   int64
+	err    error
 }
 
 // catchUp reads w's events from w.minRev: at most batchRevsMax distinct revisions of them and
