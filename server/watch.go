@@ -415,8 +415,8 @@ func (s *watchStream) send(m *Member, q watch.Response, maxBytes int) error {
 			}
 		}
 		if enc != nil {
-			p := &preEncoded{head: appendWatchHead(nil, r), events: enc}
-			if !q.Fragment() || len(p.head)+len(p.events) < maxBytes || len(r.Events) < 2 {
+			p := newPreEncoded(r, enc)
+			if !q.Fragment() || p.Len() < maxBytes || len(r.Events) < 2 {
 				return s.srv.SendMsg(p)
 			}
 		}

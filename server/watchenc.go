@@ -19,12 +19,29 @@ import (
 // messages through and hands every other message to grpc's proto codec. The bytes are exactly
 // what proto.Marshal gives for the same *pb.WatchResponse (TestWatchEncoding).
 
-// preEncoded is a message in its wire form, in parts sent one after the other.
-// Invariant: the parts are never modified after the message is handed to grpc (which writes
-// them after SendMsg returns).
+// preEncoded is a message in its wire form: a head of its own, then shared bytes.
+// Invariant: neither part is modified once the message is handed to grpc (which writes them
+// after SendMsg returns).
 type preEncoded struct {
-	head, events []byte
+	bufs [2]mem.Buffer
+	// headBytes holds the head, which is short, in the same allocation.
+	headBytes [watchHeadBytesMax]byte
 }
+
+// watchHeadBytesMax is room for a response's head without a cancel reason: a header of four
+// varint fields and four more fields, each at most a 2-byte tag and a 10-byte varint.
+const watchHeadBytesMax = 8 * 12
+
+// newPreEncoded returns r, without its events, followed by events, r's events encoded.
+func newPreEncoded(r *pb.WatchResponse, events []byte) *preEncoded {
+	p := &preEncoded{}
+	p.bufs[0] = mem.SliceBuffer(appendWatchHead(p.headBytes[:0], r))
+	p.bufs[1] = mem.SliceBuffer(events)
+	return p
+}
+
+// Len returns the message's size in bytes.
+func (p *preEncoded) Len() int { return p.bufs[0].Len() + p.bufs[1].Len() }
 
 // watchCodec is the client port's gRPC codec.
 type watchCodec struct {
@@ -37,7 +54,7 @@ func newWatchCodec() watchCodec {
 
 func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if p, ok := v.(*preEncoded); ok {
-		return mem.BufferSlice{mem.SliceBuffer(p.head), mem.SliceBuffer(p.events)}, nil
+		return p.bufs[:], nil
 	}
 	return c.proto.Marshal(v)
 }

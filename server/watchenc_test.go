@@ -29,13 +29,13 @@ func TestWatchEncoding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &preEncoded{head: appendWatchHead(nil, r), events: evs}
+		p := newPreEncoded(r, evs)
 		bs, err := codec.Marshal(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := bs.Materialize(); !bytes.Equal(got, want) {
-			t.Fatalf("pre-encoded\n%x\nproto.Marshal\n%x\nof %v", got, want, r)
+		if got := bs.Materialize(); !bytes.Equal(got, want) || p.Len() != len(want) {
+			t.Fatalf("pre-encoded (length %d)\n%x\nproto.Marshal\n%x\nof %v", p.Len(), got, want, r)
 		}
 		bs, err = codec.Marshal(r)
 		if err != nil {
