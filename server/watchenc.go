@@ -20,11 +20,13 @@ import (
 // what proto.Marshal gives for the same *pb.WatchResponse (TestWatchEncoding).
 
 // preEncoded is a message in its wire form: a head of its own, then shared bytes.
-// Invariant: neither part is modified once the message is handed to grpc (which writes them
-// after SendMsg returns).
+// Invariant: no part is modified once the message is handed to grpc (which writes them after
+// SendMsg returns).
 type preEncoded struct {
-	bufs [2]mem.Buffer
-	// headBytes holds the head, which is short, in the same allocation.
+	bufs []mem.Buffer
+	// inline and headBytes hold the parts of the usual message (a head and one list of
+	// events) in the same allocation.
+	inline    [2]mem.Buffer
 	headBytes [watchHeadBytesMax]byte
 }
 
@@ -33,15 +35,17 @@ type preEncoded struct {
 const watchHeadBytesMax = 8 * 12
 
 // newPreEncoded returns r, without its events, followed by events, r's events encoded.
-func newPreEncoded(r *pb.WatchResponse, events []byte) *preEncoded {
+func newPreEncoded(r *pb.WatchResponse, events ...[]byte) *preEncoded {
 	p := &preEncoded{}
-	p.bufs[0] = mem.SliceBuffer(appendWatchHead(p.headBytes[:0], r))
-	p.bufs[1] = mem.SliceBuffer(events)
+	p.bufs = append(p.inline[:0], mem.SliceBuffer(appendWatchHead(p.headBytes[:0], r)))
+	for _, e := range events {
+		p.bufs = append(p.bufs, mem.SliceBuffer(e))
+	}
 	return p
 }
 
 // Len returns the message's size in bytes.
-func (p *preEncoded) Len() int { return p.bufs[0].Len() + p.bufs[1].Len() }
+func (p *preEncoded) Len() int { return mem.BufferSlice(p.bufs).Len() }
 
 // watchCodec is the client port's gRPC codec.
 type watchCodec struct {
@@ -54,7 +58,7 @@ func newWatchCodec() watchCodec {
 
 func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if p, ok := v.(*preEncoded); ok {
-		return p.bufs[:], nil
+		return p.bufs, nil
 	}
 	return c.proto.Marshal(v)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
+
+	"github.com/basaltdb/basalt/engine/mvcc"
+	"github.com/basaltdb/basalt/engine/watch"
 )
 
 // A pre-encoded watch response is byte for byte what proto.Marshal gives for the same
@@ -29,7 +33,20 @@ func TestWatchEncoding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := newPreEncoded(r, evs)
+		// The events, in random parts encoded apart (as a merged run's are), make the same bytes.
+		var parts [][]byte
+		for rest := r.Events; len(rest) > 0; {
+			n := rapid.IntRange(1, len(rest)).Draw(t, "part")
+			part, err := appendWatchEvents(nil, rest[:n])
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts, rest = append(parts, part), rest[n:]
+		}
+		if !bytes.Equal(bytes.Join(parts, nil), evs) {
+			t.Fatalf("events encoded in parts differ")
+		}
+		p := newPreEncoded(r, parts...)
 		bs, err := codec.Marshal(p)
 		if err != nil {
 			t.Fatal(err)
@@ -149,4 +166,75 @@ func TestWatchFragmentShared(t *testing.T) {
 			t.Fatalf("watch %d: parts of %v events, want %s", id, parts, want)
 		}
 	}
+}
+
+// mergeLagging sends every taken response exactly once, each watcher's events in their order,
+// merges only runs of at least watchMergeRunMin event responses of one watcher, and never moves
+// an event across a control response (created, canceled, a stream-wide progress promise).
+func TestWatchMergeLagging(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		st := mvcc.New()
+		h := watch.New(nil, st.View())
+		s := h.NewStream()
+		keys := []string{"a", "b", "c"}
+		for range rapid.IntRange(1, 200).Draw(t, "steps") {
+			switch rapid.IntRange(0, 9).Draw(t, "op") {
+			case 0:
+				h.Create(s, &pb.WatchCreateRequest{Key: []byte(rapid.SampledFrom(keys).Draw(t, "key")),
+					ProgressNotify: rapid.Bool().Draw(t, "progress-notify")})
+			case 1:
+				h.Cancel(s, rapid.Int64Range(0, 5).Draw(t, "cancel"))
+			case 2:
+				h.Progress(s)
+			case 3:
+				h.ProgressTick(s)
+			default:
+				txn := st.Begin()
+				txn.Put([]byte(rapid.SampledFrom(keys).Draw(t, "put")), []byte("v"), 0)
+				txn.End()
+				h.Publish(st.View())
+			}
+		}
+		qs := h.Take(s, s.Queued())
+		groups := mergeLagging(qs)
+		// Flattened, the groups hold every response once; where each group starts, every
+		// control response before it in the queue has been sent, and none after it.
+		var flat []watch.Response
+		sent := map[*pb.WatchResponse]bool{}
+		for _, g := range groups {
+			first := slices.IndexFunc(qs, func(q watch.Response) bool { return q.Resp == g[0].Resp })
+			last := slices.IndexFunc(qs, func(q watch.Response) bool { return q.Resp == g[len(g)-1].Resp })
+			for i, q := range qs {
+				if q.Control() && ((i < first) != sent[q.Resp] || first < i && i < last) {
+					t.Fatalf("group at [%d, %d] sent with control response %d sent=%v", first, last, i, sent[q.Resp])
+				}
+			}
+			if len(g) > 1 && len(g) < watchMergeRunMin {
+				t.Fatalf("merged a run of %d", len(g))
+			}
+			for _, q := range g {
+				if len(g) > 1 && (q.Control() || len(q.Resp.Events) == 0 || q.Resp.WatchId != g[0].Resp.WatchId) {
+					t.Fatalf("merged %v with %v", q.Resp, g[0].Resp)
+				}
+				sent[q.Resp] = true
+			}
+			flat = append(flat, g...)
+		}
+		if len(flat) != len(qs) || len(sent) != len(qs) {
+			t.Fatalf("%d responses sent (%d distinct), %d taken", len(flat), len(sent), len(qs))
+		}
+		perID := func(rs []watch.Response) map[int64][]*pb.WatchResponse {
+			out := map[int64][]*pb.WatchResponse{}
+			for _, q := range rs {
+				out[q.Resp.WatchId] = append(out[q.Resp.WatchId], q.Resp)
+			}
+			return out
+		}
+		want, got := perID(qs), perID(flat)
+		for id := range want {
+			if !slices.Equal(want[id], got[id]) {
+				t.Fatalf("watch %d: responses reordered", id)
+			}
+		}
+	})
 }
