@@ -341,6 +341,8 @@ func (m *Member) serve() error {
 		grpc.MaxSendMsgSize(1<<31 - 1),
 		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
+		// Watch sends events encoded once for all their watchers (watchenc.go).
+		grpc.ForceServerCodecV2(newWatchCodec()),
 	}
 	opts = append(opts, keepaliveOptions(m.cfg)...)
 	tokens, err := newTokenProvider(m.cfg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,14 @@ const (
 	// watchCtrlQueuedMax bounds the control responses (created, canceled, progress) waiting in
 	// one stream's send queue; the stream stops reading requests beyond it.
 	watchCtrlQueuedMax = 16
+	// watchSendsYieldEvery is how many responses a stream sends before it lets other goroutines
+	// run: a sender with thousands of responses queued never blocks, and the goroutines of the
+	// writes (request handlers, the loop), woken meanwhile, would wait for its time slice.
+	watchSendsYieldEvery = 8
+	// watchMergeRunMin is how many event responses of one watcher a stream's sender must find
+	// queued, in a row, before it sends them as one (mergeLagging): a watcher that far behind
+	// is caught up in fewer, larger responses, as one that fell into the unsynced set is.
+	watchMergeRunMin = 8
 	// watchProgressIntervalMin is etcd's minWatchProgressInterval.
 	watchProgressIntervalMin = 100 * time.Millisecond
 	// watchProgressIntervalDefault is --watch-progress-notify-interval's default.
@@ -207,19 +216,37 @@ func (h *watchHub) progressTick(s *watchStream) {
 	h.wakeStreams()
 }
 
-// take removes every response queued on s.
+// take removes every response queued on s, and encodes the events that several of them share
+// (once, for every stream that has them queued) unless they need their prev_kv added.
 func (h *watchHub) take(s *watchStream) []watch.Response {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.core.Take(s.core, s.core.Queued())
+	qs := h.core.Take(s.core, s.core.Queued())
+	for _, q := range qs {
+		if sh := q.Shared; sh != nil && sh.Refs > 1 && sh.Encoded == nil && !q.PrevKV() {
+			enc, err := appendWatchEvents(nil, sh.List)
+			if err != nil {
+				h.lg.Error("encoding watch events", zap.Error(err))
+				continue
+			}
+			sh.Encoded = enc
+		}
+	}
+	return qs
 }
 
-// sent frees r's place in its watcher's queue, and wakes the hub if a watcher behind may now
-// catch up.
-func (h *watchHub) sent(r watch.Response) {
+// sent frees the places of the event responses of qs in their watchers' queues, and wakes the
+// hub if a watcher behind may now catch up.
+func (h *watchHub) sent(qs []watch.Response) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.core.Sent(r) {
+	more := false
+	for _, q := range qs {
+		if !q.Control() && h.core.Sent(q) {
+			more = true
+		}
+	}
+	if more {
 		h.kick()
 	}
 }
@@ -349,9 +376,7 @@ func (s *watchStream) recvLoop() error {
 	}
 }
 
-// sendLoop sends the queued responses in order, filling prev_kv from the newest view (as etcd
-// reads it when sending) and fragmenting where asked, and sends the periodic progress
-// notifications.
+// sendLoop sends the queued responses in order, and the periodic progress notifications.
 func (s *watchStream) sendLoop(m *Member) error {
 	t := time.NewTicker(progressInterval(m.cfg.WatchProgressNotifyInterval))
 	defer t.Stop()
@@ -365,29 +390,126 @@ func (s *watchStream) sendLoop(m *Member) error {
 		case <-s.closec:
 			return nil
 		}
-		for _, q := range s.hub.take(s) {
-			r := q.Resp
-			m.header(r.Header)
-			var err error
-			if q.Control() {
-				err = s.srv.Send(r)
-				<-s.ctrlSlots
-			} else {
-				if q.PrevKV() {
-					r = watch.WithPrevKV(m.loop.view.Load(), r)
-				}
-				if q.Fragment() {
-					err = sendFragments(r, maxBytes, s.srv.Send)
-				} else {
-					err = s.srv.Send(r)
-				}
-				s.hub.sent(q)
-			}
-			if err != nil {
+		qs := s.hub.take(s)
+		for i, g := range mergeLagging(qs) {
+			if err := s.send(m, g, maxBytes); err != nil {
 				return err
 			}
+			if i%watchSendsYieldEvery == watchSendsYieldEvery-1 {
+				runtime.Gosched()
+			}
+		}
+		// One report for the whole batch: the hub's lock is taken once per wakeup, not once per
+		// response.
+		s.hub.sent(qs)
+	}
+}
+
+// mergeLagging groups the responses taken from a stream's queue into the responses to send,
+// in order. A watcher with at least watchMergeRunMin event responses in a row (no control
+// response of the stream, nor a non-event one of its own, between them) is that many
+// revisions behind: its run is sent as one response, at the place of the first, as the
+// catch-up of a watcher that fell behind would be. Every other response is a group of its
+// own. Moving a watcher's later events forward keeps its order, and no run crosses a control
+// response (created, canceled, a stream-wide progress promise).
+func mergeLagging(qs []watch.Response) [][]watch.Response {
+	if len(qs) < watchMergeRunMin {
+		return singles(qs)
+	}
+	isEvents := func(q watch.Response) bool { return !q.Control() && len(q.Resp.Events) > 0 }
+	// runOf numbers each event response's run; open maps a watch ID to its open run.
+	runOf, runLen, open := make([]int, len(qs)), []int{}, map[int64]int{}
+	for i, q := range qs {
+		switch {
+		case q.Control():
+			clear(open)
+		case !isEvents(q):
+			delete(open, q.Resp.WatchId)
+		default:
+			run, ok := open[q.Resp.WatchId]
+			if !ok {
+				run = len(runLen)
+				runLen = append(runLen, 0)
+				open[q.Resp.WatchId] = run
+			}
+			runOf[i] = run
+			runLen[run]++
 		}
 	}
+	out := make([][]watch.Response, 0, len(qs))
+	groupOf := map[int]int{}
+	for i, q := range qs {
+		if !isEvents(q) || runLen[runOf[i]] < watchMergeRunMin {
+			out = append(out, qs[i:i+1:i+1])
+			continue
+		}
+		if g, ok := groupOf[runOf[i]]; ok {
+			out[g] = append(out[g], q)
+			continue
+		}
+		groupOf[runOf[i]] = len(out)
+		out = append(out, []watch.Response{q})
+	}
+	return out
+}
+
+func singles(qs []watch.Response) [][]watch.Response {
+	out := make([][]watch.Response, len(qs))
+	for i := range qs {
+		out[i] = qs[i : i+1 : i+1]
+	}
+	return out
+}
+
+// send sends group (one response, or a run of one watcher's event responses merged into one,
+// with the last one's header), filling prev_kv from the newest view (as etcd reads it when
+// sending) and fragmenting where asked.
+func (s *watchStream) send(m *Member, group []watch.Response, maxBytes int) error {
+	q, r := group[0], group[0].Resp
+	if len(group) > 1 {
+		r = &pb.WatchResponse{Header: group[len(group)-1].Resp.Header, WatchId: r.WatchId}
+		for _, g := range group {
+			r.Events = append(r.Events, g.Resp.Events...)
+		}
+	}
+	m.header(r.Header)
+	switch {
+	case q.Control():
+		err := s.srv.Send(r)
+		<-s.ctrlSlots
+		return err
+	case q.PrevKV():
+		r = watch.WithPrevKV(m.loop.view.Load(), r)
+	case len(r.Events) > 0:
+		encs := make([][]byte, len(group))
+		for i, g := range group {
+			if sh := g.Shared; sh != nil && sh.Refs > 1 {
+				encs[i] = sh.Encoded
+			} else {
+				// These events are this response's alone: encoded here, outside the hub's lock.
+				var err error
+				if encs[i], err = appendWatchEvents(nil, g.Resp.Events); err != nil {
+					return err
+				}
+			}
+			if encs[i] == nil {
+				return s.sendPlain(q, r, maxBytes)
+			}
+		}
+		p := newPreEncoded(r, encs...)
+		if !q.Fragment() || p.Len() < maxBytes || len(r.Events) < 2 {
+			return s.srv.SendMsg(p)
+		}
+	}
+	return s.sendPlain(q, r, maxBytes)
+}
+
+// sendPlain sends r through grpc's proto codec, in fragments if q's watcher asked.
+func (s *watchStream) sendPlain(q watch.Response, r *pb.WatchResponse, maxBytes int) error {
+	if q.Fragment() {
+		return sendFragments(r, maxBytes, s.srv.Send)
+	}
+	return s.srv.Send(r)
 }
 
 // sendFragments sends r in parts of under maxBytes each when it is that large and has several

@@ -195,7 +195,7 @@ func put(t *testing.T, cli *clientv3.Client, k, v string) int64 {
 // The create, cancel and progress protocol, with the exact shapes etcd v3.7.3 answers.
 func TestWatchProtocol(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	w := openWatch(t, grpcConn(t, m), true)
 
@@ -259,7 +259,7 @@ func TestWatchProtocol(t *testing.T) {
 // revision (etcd #18089: put, put, del@5, put@6, compact 5, watch from 5 sees the delete).
 func TestWatchReplayAndCompaction(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	ctx := context.Background()
 	put(t, cli, "a", "1")                           // 2
@@ -306,15 +306,23 @@ func TestWatchReplayAndCompaction(t *testing.T) {
 }
 
 // A slow consumer falls behind into the unsynced set and catches up from the history: every
-// revision exactly once, in order, whole; the other watchers of the member keep flowing.
+// revision exactly once, in order, whole; the writes and the other watchers of the member,
+// which share the events of each revision with it, keep flowing meanwhile. The slow stream
+// has two watchers of the same range, which fall behind and catch up together.
 func TestWatchSlowConsumer(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	conn := grpcConn(t, m)
 	slow := openWatch(t, conn, false)
-	slow.create(&pb.WatchCreateRequest{Key: []byte("k"), RangeEnd: []byte("l")})
-	fast := cli.Watch(context.Background(), "k", clientv3.WithPrefix())
+	fast := openWatch(t, conn, true)
+	for _, w := range []*rawWatch{slow, fast} {
+		for range 2 {
+			w.create(&pb.WatchCreateRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+		}
+	}
+	fast.expect("id=0 rev=1 created", "id=1 rev=1 created")
+	fastCli := cli.Watch(context.Background(), "k", clientv3.WithPrefix())
 	const n = 3000
 	value := strings.Repeat("v", 2000)
 	for i := range n {
@@ -323,44 +331,55 @@ func TestWatchSlowConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	seen := 0
-	for seen < 2*n {
-		r := <-fast
+	// Each revision r in [2, n+1] holds two events; next[id] is the revision a watcher's next
+	// event must have, and the second event of a revision follows the first in one response.
+	check := func(next map[int64]int64, id int64, evs []*mvccpb.Event, header int64) {
+		t.Helper()
+		if len(evs)%2 != 0 {
+			t.Fatalf("watch %d: a revision split across responses: %d events", id, len(evs))
+		}
+		for i, ev := range evs {
+			if ev.Kv.ModRevision != next[id] {
+				t.Fatalf("watch %d: event %d: revision %d, want %d", id, i, ev.Kv.ModRevision, next[id])
+			}
+			if i%2 == 1 {
+				next[id]++
+			}
+		}
+		if header < next[id]-1 {
+			t.Fatalf("watch %d: header revision %d below its events' %d", id, header, next[id]-1)
+		}
+	}
+	next := map[int64]int64{0: 2, 1: 2, -1: 2}
+	for next[-1] <= n+1 {
+		r := <-fastCli
 		if r.Err() != nil {
 			t.Fatal(r.Err())
 		}
-		seen += len(r.Events)
+		check(next, -1, r.Events, r.Header.Revision)
+	}
+	for next[0] <= n+1 || next[1] <= n+1 {
+		r := <-fast.c
+		if r == nil {
+			t.Fatal("fast stream ended")
+		}
+		check(next, r.WatchId, r.Events, r.Header.Revision)
 	}
 	m.watch.mu.Lock()
-	behind := m.watch.core.Unsynced()
+	behind := m.watch.core.Behind()
 	m.watch.mu.Unlock()
-	if behind != 1 {
-		t.Fatalf("%d unsynced watchers, want the slow one", behind)
+	if len(behind) != 2 {
+		t.Fatalf("watchers behind %v, want the slow stream's two", behind)
 	}
 	slow.start()
-	if got := slow.next(); got != "id=0 rev=1 created" {
-		t.Fatalf("first response %s", got)
-	}
-	next := int64(2)
-	for next <= n+1 {
+	slow.expect("id=0 rev=1 created", "id=1 rev=1 created")
+	next = map[int64]int64{0: 2, 1: 2}
+	for next[0] <= n+1 || next[1] <= n+1 {
 		r := <-slow.c
 		if r == nil {
-			t.Fatal("stream ended")
+			t.Fatal("slow stream ended")
 		}
-		if len(r.Events)%2 != 0 {
-			t.Fatalf("a revision split across responses: %d events", len(r.Events))
-		}
-		for i, ev := range r.Events {
-			if ev.Kv.ModRevision != next {
-				t.Fatalf("event %d: revision %d, want %d", i, ev.Kv.ModRevision, next)
-			}
-			if i%2 == 1 {
-				next++
-			}
-		}
-		if r.Header.Revision < next-1 {
-			t.Fatalf("header revision %d below its events' %d", r.Header.Revision, next-1)
-		}
+		check(next, r.WatchId, r.Events, r.Header.Revision)
 	}
 	slow.progress()
 	slow.expect(fmt.Sprintf("id=-1 rev=%d", n+1))
@@ -369,7 +388,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 // Compaction past a slow watcher's next revision cancels it with the compaction revision.
 func TestWatchSlowConsumerCompacted(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	slow := openWatch(t, grpcConn(t, m), false)
 	slow.create(&pb.WatchCreateRequest{Key: []byte("k")})
@@ -400,7 +419,7 @@ func TestWatchSlowConsumerCompacted(t *testing.T) {
 // progress_notify watchers get a notification each interval in which they got no events.
 func TestWatchProgressNotify(t *testing.T) {
 	m := startMember(t, watchConfig(t, "--watch-progress-notify-interval", "200ms"))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	put(t, cli, "x", "1")
 	w := openWatch(t, grpcConn(t, m), true)
@@ -417,7 +436,7 @@ func TestWatchProgressNotify(t *testing.T) {
 // With fragment set, a response of at least --max-request-bytes + 512 KiB is split.
 func TestWatchFragment(t *testing.T) {
 	m := startMember(t, watchConfig(t, "--max-request-bytes", "1048576"))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	value := strings.Repeat("v", 500*1024)
 	for i := range 4 {
@@ -448,7 +467,7 @@ func TestWatchFragment(t *testing.T) {
 // response.
 func TestWatchGateway(t *testing.T) {
 	m := startMember(t, watchConfig(t))
-	defer m.Stop()
+	t.Cleanup(m.Stop) // after the streams' and clients' cleanups: a graceful stop waits for open streams
 	cli := newClient(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@ package watch
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -67,6 +68,12 @@ type watcher struct {
 	quiet bool
 }
 
+// wants reports whether w wants ev (its key, and not filtered out).
+func (w *watcher) wants(ev *mvccpb.Event) bool {
+	return w.matches(ev.Kv.Key) &&
+		!(w.noPut && ev.Type == mvccpb.Event_PUT) && !(w.noDelete && ev.Type == mvccpb.Event_DELETE)
+}
+
 func (w *watcher) matches(key []byte) bool {
 	switch {
 	case w.end == nil:
@@ -81,18 +88,30 @@ func (w *watcher) matches(key []byte) bool {
 func (w *watcher) filter(evs []*mvccpb.Event) []*mvccpb.Event {
 	var out []*mvccpb.Event
 	for _, ev := range evs {
-		if !w.matches(ev.Kv.Key) ||
-			(w.noPut && ev.Type == mvccpb.Event_PUT) || (w.noDelete && ev.Type == mvccpb.Event_DELETE) {
-			continue
+		if w.wants(ev) {
+			out = append(out, ev)
 		}
-		out = append(out, ev)
 	}
 	return out
+}
+
+// Events is a list of events that the responses of several watchers carry unchanged: the
+// events of one revision (or the part of them) that each of these watchers wants. A host that
+// encodes responses itself encodes the list once and shares the bytes among them.
+type Events struct {
+	List []*mvccpb.Event
+	// Refs is how many responses carry List; it is final once Publish returns.
+	Refs int
+	// Encoded is the host's: List's encoding, which it fills at most once, under the lock it
+	// calls the hub with, when Refs > 1.
+	Encoded []byte
 }
 
 // Response is one response waiting to be sent on a stream.
 type Response struct {
 	Resp *pb.WatchResponse
+	// Shared, when not nil, is what Resp.Events is taken from: Resp.Events == Shared.List.
+	Shared *Events
 	// w is the watcher an event response or a progress notification belongs to; nil for a
 	// control response (created, canceled, a stream-wide progress).
 	w *watcher
@@ -132,10 +151,14 @@ type Hub struct {
 	view *mvcc.View
 	rev  int64
 	// keyed indexes the synced single-key watchers by key; ranged holds the other synced ones.
-	keyed    map[string]map[*watcher]struct{}
-	ranged   map[*watcher]struct{}
+	// Invariant: each list is sorted by seq (creation order), so that a revision's watchers
+	// are visited in that order without sorting them per revision.
+	keyed    map[string][]*watcher
+	ranged   []*watcher
 	unsynced map[*watcher]struct{}
 	nextSeq  uint64
+	// targets is notify's scratch list of the watchers a revision may concern.
+	targets []*watcher
 	// woken lists the streams whose queue grew since the host last called Woken.
 	woken []*Stream
 }
@@ -149,8 +172,7 @@ func New(lg *zap.Logger, v *mvcc.View) *Hub {
 		lg:       lg,
 		view:     v,
 		rev:      v.Rev(),
-		keyed:    map[string]map[*watcher]struct{}{},
-		ranged:   map[*watcher]struct{}{},
+		keyed:    map[string][]*watcher{},
 		unsynced: map[*watcher]struct{}{},
 	}
 }
@@ -265,24 +287,39 @@ func (h *Hub) Publish(v *mvcc.View) {
 }
 
 // notify queues the events of revision rev on each synced watcher that wants some of them.
+// Watchers that want the same events get them in one shared Events.
 func (h *Hub) notify(rev int64, evs []*mvccpb.Event) {
-	targets := map[*watcher]struct{}{}
-	for _, ev := range evs {
-		for w := range h.keyed[string(ev.Kv.Key)] {
-			targets[w] = struct{}{}
-		}
-	}
-	for w := range h.ranged {
-		targets[w] = struct{}{}
-	}
-	for _, w := range sortedSet(targets) {
+	evs = evs[:len(evs):len(evs)]
+	var all *Events
+	var subsets map[string]*Events
+	for _, w := range h.revTargets(evs) {
 		if w.minRev > rev {
 			continue // a future start revision
 		}
-		wevs := w.filter(evs)
-		if len(wevs) == 0 {
+		var shared *Events
+		switch n := countWanted(w, evs); {
+		case n == 0:
 			w.minRev = rev + 1
 			continue
+		case n == len(evs):
+			if all == nil {
+				all = &Events{List: evs}
+			}
+			shared = all
+		default:
+			if subsets == nil {
+				subsets = map[string]*Events{}
+			}
+			var key []byte
+			for i, ev := range evs {
+				if w.wants(ev) {
+					key = binary.AppendUvarint(key, uint64(i))
+				}
+			}
+			if shared = subsets[string(key)]; shared == nil {
+				shared = &Events{List: w.filter(evs)}
+				subsets[string(key)] = shared
+			}
 		}
 		if w.queued >= QueuedResponsesMax {
 			w.minRev = rev
@@ -290,8 +327,45 @@ func (h *Hub) notify(rev int64, evs []*mvccpb.Event) {
 			continue
 		}
 		w.minRev = rev + 1
-		h.push(w.s, Response{w: w, Resp: &pb.WatchResponse{WatchId: w.id, Events: wevs, Header: &pb.ResponseHeader{Revision: rev}}})
+		shared.Refs++
+		h.push(w.s, Response{w: w, Shared: shared,
+			Resp: &pb.WatchResponse{WatchId: w.id, Events: shared.List, Header: &pb.ResponseHeader{Revision: rev}}})
 	}
+}
+
+// countWanted returns how many of evs w wants.
+func countWanted(w *watcher, evs []*mvccpb.Event) int {
+	n := 0
+	for _, ev := range evs {
+		if w.wants(ev) {
+			n++
+		}
+	}
+	return n
+}
+
+// revTargets returns, in creation order, the synced watchers that may want some of evs: those
+// of their keys and the ranged ones. The list is scratch, valid until the next call.
+func (h *Hub) revTargets(evs []*mvccpb.Event) []*watcher {
+	out, lists := h.targets[:0], 0
+	for _, ev := range evs {
+		if ws := h.keyed[string(ev.Kv.Key)]; len(ws) > 0 {
+			out = append(out, ws...)
+			lists++
+		}
+	}
+	if len(h.ranged) > 0 {
+		out = append(out, h.ranged...)
+		lists++
+	}
+	if lists > 1 {
+		// A key may occur twice in a revision (a delete and a put in one txn): its watchers
+		// appear twice.
+		slices.SortFunc(out, func(a, b *watcher) int { return cmp.Compare(a.seq, b.seq) })
+		out = slices.Compact(out)
+	}
+	h.targets = out
+	return out
 }
 
 // sortedSet returns the watchers of set in creation order.
@@ -310,6 +384,9 @@ func sortedSet(set map[*watcher]struct{}) []*watcher {
 // etcd's syncWatchers; one that has caught up becomes synced. It returns true when a watcher
 // with room in its queue is still behind, so the host should call Sync again soon.
 func (h *Hub) Sync() (more bool) {
+	// Watchers that fell behind together (the watchers of one key on one slow stream) catch
+	// up alike: each distinct catch-up is read once and its events shared.
+	memo := map[catchUpKey]catchUpResult{}
 	for _, w := range sortedSet(h.unsynced) {
 		if w.minRev < h.view.CompactRev() {
 			h.compacted(w)
@@ -318,16 +395,27 @@ func (h *Hub) Sync() (more bool) {
 		if w.queued >= QueuedResponsesMax {
 			continue
 		}
-		evs, next, err := h.catchUp(w)
-		if err != nil {
+		k := catchUpKey{key: string(w.key), end: string(w.end), ranged: w.end != nil, noPut: w.noPut, noDelete: w.noDelete, minRev: w.minRev}
+		res, ok := memo[k]
+		if !ok {
+			var evs []*mvccpb.Event
+			evs, res.next, res.err = h.catchUp(w)
+			if len(evs) > 0 {
+				res.shared = &Events{List: evs}
+			}
+			memo[k] = res
+		}
+		if res.err != nil {
 			h.compacted(w)
 			continue
 		}
-		if len(evs) > 0 {
-			h.push(w.s, Response{w: w, Resp: &pb.WatchResponse{WatchId: w.id, Events: evs, Header: &pb.ResponseHeader{Revision: h.rev}}})
+		if res.shared != nil {
+			res.shared.Refs++
+			h.push(w.s, Response{w: w, Shared: res.shared,
+				Resp: &pb.WatchResponse{WatchId: w.id, Events: res.shared.List, Header: &pb.ResponseHeader{Revision: h.rev}}})
 		}
-		w.minRev = next
-		if next > h.rev {
+		w.minRev = res.next
+		if res.next > h.rev {
 			delete(h.unsynced, w)
 			h.addSynced(w)
 		} else if w.queued < QueuedResponsesMax {
@@ -335,6 +423,21 @@ func (h *Hub) Sync() (more bool) {
 		}
 	}
 	return more
+}
+
+// catchUpKey is what a catch-up read depends on besides the hub's view.
+type catchUpKey struct {
+	key, end        string
+	ranged          bool
+	noPut, noDelete bool
+	minRev          int64
+}
+
+// catchUpResult is a catch-up read (see catchUp).
+type catchUpResult struct {
+	shared *Events
+	next   int64
+	err    error
 }
 
 // catchUp reads w's events from w.minRev: at most batchRevsMax distinct revisions of them and
@@ -373,12 +476,12 @@ func (h *Hub) compacted(w *watcher) {
 // desyncAll moves every synced watcher to the unsynced set, to go on after the hub's rev.
 func (h *Hub) desyncAll() {
 	for _, ws := range h.keyed {
-		for w := range ws {
+		for _, w := range slices.Clone(ws) {
 			w.minRev = max(w.minRev, h.rev+1)
 			h.desync(w)
 		}
 	}
-	for w := range h.ranged {
+	for _, w := range slices.Clone(h.ranged) {
 		w.minRev = max(w.minRev, h.rev+1)
 		h.desync(w)
 	}
@@ -395,15 +498,10 @@ func (h *Hub) desync(w *watcher) {
 func (h *Hub) addSynced(w *watcher) {
 	w.state = watcherSynced
 	if w.end != nil {
-		h.ranged[w] = struct{}{}
+		h.ranged = insertBySeq(h.ranged, w)
 		return
 	}
-	ws := h.keyed[string(w.key)]
-	if ws == nil {
-		ws = map[*watcher]struct{}{}
-		h.keyed[string(w.key)] = ws
-	}
-	ws[w] = struct{}{}
+	h.keyed[string(w.key)] = insertBySeq(h.keyed[string(w.key)], w)
 }
 
 // remove takes w out of whichever set holds it.
@@ -413,15 +511,36 @@ func (h *Hub) remove(w *watcher) {
 		delete(h.unsynced, w)
 	case watcherSynced:
 		if w.end != nil {
-			delete(h.ranged, w)
+			h.ranged = deleteBySeq(h.ranged, w)
 			return
 		}
-		ws := h.keyed[string(w.key)]
-		delete(ws, w)
+		ws := deleteBySeq(h.keyed[string(w.key)], w)
 		if len(ws) == 0 {
 			delete(h.keyed, string(w.key))
+		} else {
+			h.keyed[string(w.key)] = ws
 		}
 	}
+}
+
+func bySeq(a *watcher, seq uint64) int { return cmp.Compare(a.seq, seq) }
+
+// insertBySeq inserts w in ws, sorted by seq.
+func insertBySeq(ws []*watcher, w *watcher) []*watcher {
+	i, found := slices.BinarySearchFunc(ws, w.seq, bySeq)
+	if found {
+		panic(fmt.Sprintf("watch: watcher %d (seq %d) is already synced", w.id, w.seq))
+	}
+	return slices.Insert(ws, i, w)
+}
+
+// deleteBySeq removes w from ws, sorted by seq.
+func deleteBySeq(ws []*watcher, w *watcher) []*watcher {
+	i, found := slices.BinarySearchFunc(ws, w.seq, bySeq)
+	if !found || ws[i] != w {
+		panic(fmt.Sprintf("watch: synced watcher %d (seq %d) is not in its list", w.id, w.seq))
+	}
+	return slices.Delete(ws, i, i+1)
 }
 
 // Create registers a watch on s, queueing its created response (or the refusal) before any of

@@ -216,6 +216,10 @@ func (hm *hubModel) take(t *rapid.T, q Response) {
 	if len(r.Events) == 0 {
 		t.Fatalf("watch %d: empty event response %v", c.id, r)
 	}
+	// A shared list is exactly the response's events, and counts it among its holders.
+	if q.Shared != nil && (len(q.Shared.List) != len(r.Events) || &q.Shared.List[0] != &r.Events[0] || q.Shared.Refs < 1) {
+		t.Fatalf("watch %d: shared events %v (refs %d) are not the response's %v", c.id, q.Shared.List, q.Shared.Refs, r.Events)
+	}
 	last := r.Events[len(r.Events)-1].Kv.ModRevision
 	if r.Header.Revision < last {
 		t.Fatalf("watch %d: header revision %d below its last event's %d", c.id, r.Header.Revision, last)
