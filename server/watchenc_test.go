@@ -190,7 +190,7 @@ func TestWatchMergeLagging(t *testing.T) {
 				h.ProgressTick(s)
 			default:
 				txn := st.Begin()
-				txn.Put([]byte(rapid.SampledFrom(keys).Draw(t, "put")), []byte("v"), 0)
+				txn.Put([]byte(rapid.SampledFrom(keys).Draw(t, "put")), []byte("v"), 0, false)
 				txn.End()
 				h.Publish(st.View())
 			}
