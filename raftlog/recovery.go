@@ -572,6 +572,11 @@ func (l *Log) chooseBase(r *replay, snaps []string) error {
 		}
 	}
 	if chosen == nil && r.start > 0 {
+		if len(skipped) > 0 {
+			// The damaged snapshot is what the operator must hear of: the log needs it (or
+			// its replacement from another member).
+			return corruptf(skipped[0], 0, "damaged, and no intact snapshot covers the log, which starts after entry %d", r.start)
+		}
 		return corruptf(l.segs[0].name, 0, "the log starts after entry %d and no intact snapshot covers it", r.start)
 	}
 	for _, name := range skipped {

@@ -277,6 +277,17 @@ func readSnapHeader(f diskio.File, name string) (snapFile, error) {
 	}
 	meta = raftpb.EnsureSnapshotMetadata(meta)
 	bodyOff := int64(align8(len(hdr)))
+	// The padding before the body is zero: no checksum covers it, and a flip anywhere must be
+	// seen.
+	pad := make([]byte, bodyOff-int64(len(hdr)))
+	if _, err := f.ReadAt(pad, int64(len(hdr))); err != nil {
+		return snapFile{}, err
+	}
+	for i, b := range pad {
+		if b != 0 {
+			return snapFile{}, corrupt(int64(len(hdr)+i), "padding byte %#x is not zero", b)
+		}
+	}
 	t := make([]byte, snapTrailerBytes)
 	toff := size - snapTrailerBytes
 	if _, err := f.ReadAt(t, toff); err != nil {
