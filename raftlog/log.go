@@ -229,59 +229,6 @@ func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) error 
 	return nil
 }
 
-// PendingSync is the fsync that makes durable what Saves without sync
-// wrote to the current segment. The host may run Sync on another goroutine
-// while it goes on with work that does not need those writes durable (the
-// server applies the entries committed by earlier Readies), then reports
-// the outcome with Log.Synced before anything else touches the Log's
-// files. Sync touches nothing but the segment's file.
-type PendingSync struct {
-	f   diskio.File
-	seg *segment
-	end int64
-}
-
-// Sync makes the writes durable; it does nothing when none was pending.
-func (p PendingSync) Sync() error {
-	if p.f == nil {
-		return nil
-	}
-	return p.f.Sync()
-}
-
-// PendingSync returns the fsync of what Save has written since the last
-// one. Until Synced reports it, the host calls no other method that
-// writes.
-func (l *Log) PendingSync() (PendingSync, error) {
-	if l.err != nil {
-		return PendingSync{}, l.err
-	}
-	c := l.cur()
-	if c.synced >= c.end {
-		return PendingSync{}, nil
-	}
-	if err := crashPoint(FailpointWALBeforeSync); err != nil {
-		return PendingSync{}, l.fail(err)
-	}
-	return PendingSync{f: c.f, seg: c, end: c.end}, nil
-}
-
-// Synced reports the outcome of p, the latest PendingSync. As in Save, a
-// failed fsync is fatal: the Log becomes unusable.
-func (l *Log) Synced(p PendingSync, err error) error {
-	if p.seg == nil || l.err != nil {
-		return l.err
-	}
-	if err != nil {
-		return l.fail(fmt.Errorf("raftlog: fsync %s: %w", p.seg.name, err))
-	}
-	p.seg.synced = max(p.seg.synced, p.end)
-	if err := crashPoint(FailpointWALAfterSync); err != nil {
-		return l.fail(err)
-	}
-	return nil
-}
-
 // batchBytes is the size of the records a Save writes.
 func batchBytes(writeHS bool, ents []*raftpb.Entry) int64 {
 	var n int64

@@ -199,20 +199,8 @@ func (r *runner) saveReady(hs hardState, es []*raftpb.Entry, sync bool) error {
 	if hs != prev.hs {
 		hsp = hs.proto()
 	}
-	// Half the synced Readies take the server's path: Save without the fsync, then the fsync
-	// as a PendingSync.
-	split := sync && r.rng.IntN(2) == 0
-	if err := r.log.Save(hsp, es, sync && !split); err != nil {
+	if err := r.log.Save(hsp, es, sync); err != nil {
 		return err
-	}
-	if split {
-		p, err := r.log.PendingSync()
-		if err != nil {
-			return err
-		}
-		if err := r.log.Synced(p, p.Sync()); err != nil {
-			return err
-		}
 	}
 	if sync {
 		r.ack(next)
