@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/diskio"
 )
@@ -175,4 +177,69 @@ func checkIntactBase(t *testing.T, l *Log, damaged, what string) {
 	if _, err := io.ReadAll(body); err != nil {
 		t.Fatalf("%s: fallback snapshot unreadable: %v", what, err)
 	}
+}
+
+// TestSnapshotHeaderFlips flips every bit before the body of snapshots
+// whose headers end at every offset modulo 8, so that the padding between
+// header and body, which no checksum covers, is flipped too: each flip
+// must make the file corrupt.
+func TestSnapshotHeaderFlips(t *testing.T) {
+	fsys := diskio.NewSim()
+	l := openSim(t, fsys, "a")
+	if err := l.Save(hardStateP(2, 1, 20), ents(1, 21, 2, 10), true); err != nil {
+		t.Fatal(err)
+	}
+	pads := map[int64]bool{}
+	for voters := range uint64(12) {
+		cs := &raftpb.ConfState{}
+		for v := range voters + 1 {
+			cs.Voters = append(cs.Voters, 1+v*1000)
+		}
+		meta := &raftpb.SnapshotMetadata{Index: new(uint64(9 + voters)), Term: new(uint64(2)), ConfState: cs}
+		w, err := l.CreateSnapshot(meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("state")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		names, err := fsys.List("a/snap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := ""
+		for _, n := range names {
+			if idx, _, ok := parseSnapshotName(n); ok && idx == meta.GetIndex() {
+				name = "a/snap/" + n
+			}
+		}
+		sf, err := verifySnapshot(fsys, name)
+		if err != nil {
+			t.Fatalf("%s: intact snapshot: %v", name, err)
+		}
+		pads[sf.bodyOff-int64(snapHeaderFixedBytes+len(mustMarshal(t, meta))+4)] = true
+		for off := range sf.bodyOff {
+			for bit := range uint(8) {
+				flipBit(t, fsys, name, off, bit)
+				if _, err := verifySnapshot(fsys, name); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%s offset %d bit %d (body at %d): %v, want ErrCorrupt", name, off, bit, sf.bodyOff, err)
+				}
+				flipBit(t, fsys, name, off, bit)
+			}
+		}
+	}
+	if !pads[0] || len(pads) < 4 {
+		t.Fatalf("padding lengths covered: %v, want several including none", pads)
+	}
+}
+
+func mustMarshal(t *testing.T, m *raftpb.SnapshotMetadata) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
