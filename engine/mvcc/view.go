@@ -411,6 +411,23 @@ func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, nex
 	return events, next, nil
 }
 
+// AnyChanged reports whether a key changed at main revision rev satisfies want, reading only
+// the history, not the keys' versions. ok is false when the view's history does not list rev.
+func (v *View) AnyChanged(rev int64, want func(key string) bool) (any, ok bool) {
+	h := &v.st.hist
+	i := rev - h.base
+	if rev > v.st.rev || i < int64(h.first) || i >= int64(h.n) {
+		return false, false
+	}
+	rc := h.entry(int(i))
+	for sub := range rc.len() {
+		if want(rc.key(sub)) {
+			return true, true
+		}
+	}
+	return false, true
+}
+
 // holdsChangesOf reports whether the history still lists every change of revision rev: rev 1
 // (the initial revision) has none, and the oldest entry is the first one not yet compacted.
 func (v *View) holdsChangesOf(rev int64) bool {
