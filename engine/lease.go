@@ -101,6 +101,12 @@ type lease struct {
 	// Renew waits for that revoke), although its expiry moves on by the
 	// retry interval.
 	revokeEpoch uint64
+	// revokeLoggedEpoch is lessor.epoch when raft took the revoke this
+	// leader proposed into its log: it commits while this member leads, and
+	// proposing it again could revoke a lease granted anew under the same ID
+	// between the two revokes (the simulator found it: seed 5100, a revoke
+	// that waited out a slow disk). Only a dropped proposal is retried.
+	revokeLoggedEpoch uint64
 }
 
 // lessor holds the leases of a member.
@@ -288,8 +294,11 @@ func (ls *lessor) expired(now uint64, limit int) []int64 {
 	retry := now + ls.ticksFor(int64(leaseExpiredRetryInterval/time.Second))
 	for len(ids) < limit && len(ls.expiries) > 0 && ls.expiries[0].expiry <= now {
 		l := ls.expiries[0]
-		ids = append(ids, l.id)
 		ls.touch(l, retry, now)
+		if l.revokeLoggedEpoch == ls.epoch {
+			continue
+		}
+		ids = append(ids, l.id)
 		l.revokeEpoch = ls.epoch
 	}
 	ls.walk(&ls.expiryCursor, func(l *lease) bool {
@@ -503,7 +512,9 @@ func (n *Node) tickLeases() {
 		return
 	}
 	for _, id := range n.leases.expired(n.ticks, n.leases.revokesPerTick) {
-		n.proposeInternal(&pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+		if n.proposeInternal(&pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}) {
+			n.leases.leases[id].revokeLoggedEpoch = n.leases.epoch
+		}
 	}
 	if cps := n.leases.dueCheckpoints(n.ticks, n.leases.checkpointsPerTick); len(cps) > 0 {
 		for i := 0; i < len(cps); i += leaseCheckpointBatchMax {
@@ -514,14 +525,17 @@ func (n *Node) tickLeases() {
 }
 
 // proposeInternal proposes a request of the member's own, which no client
-// waits for. A dropped proposal is retried by the mechanism that made it
-// (an expired lease is found again after the retry interval).
-func (n *Node) proposeInternal(op *pb.InternalRaftRequest) {
+// waits for, and reports whether raft took it. A dropped proposal is
+// retried by the mechanism that made it (an expired lease is found again
+// after the retry interval).
+func (n *Node) proposeInternal(op *pb.InternalRaftRequest) bool {
 	data, err := proto.Marshal(op)
 	assert(err == nil, "engine: member %x cannot encode %v: %v", n.cfg.ID, op, err)
 	if err := n.raw.Propose(data); err != nil {
 		n.log.Debug("internal proposal dropped", zap.Error(err))
+		return false
 	}
+	return true
 }
 
 func (n *Node) applyLeaseGrant(r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
