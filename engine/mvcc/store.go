@@ -437,9 +437,10 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		// A dead key already compacted away by an older change of it.
 		return 1, true
 	}
-	vers := ki.versions()
+	d := ki.data.Load()
+	vers := d.vers
 	tree := s.st.live
-	if vers[len(vers)-1].tombstone() {
+	if ki.newest().tombstone() {
 		tree = s.st.dead
 	}
 	cut := physicalCut(vers, s.st.compactRev)
@@ -465,7 +466,6 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 		s.bytes -= keyOverheadBytes + int64(len(key))
 		return work, done
 	}
-	d := ki.data.Load()
 	nd := &keyData{vers: rest, segs: d.segs, fill: d.fill}
 	if done && len(rest) <= compactCopyVersionsMax {
 		nd = d.repack(append([]version(nil), rest...))

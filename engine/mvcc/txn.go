@@ -56,8 +56,11 @@ func (t *Txn) Put(key, value []byte, lease int64, prevKV bool) (prev *mvccpb.Key
 	nv := version{mod: rev, lease: lease}
 	s.bytes += versionOverheadBytes + int64(len(value))
 	ki, found := s.lookup(unsafeString(key))
-	if found && !ki.newest().tombstone() {
-		last := ki.newest()
+	var last *version
+	if found {
+		last = ki.newest()
+	}
+	if last != nil && !last.tombstone() {
 		if prevKV {
 			prev = newKV(ki, last, false)
 		}

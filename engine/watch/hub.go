@@ -259,8 +259,9 @@ func (h *Hub) Publish(v *mvcc.View) {
 		return
 	}
 	if len(h.keyed) == 0 && len(h.ranged) == 0 {
-		// No synced watcher to notify, and unsynced ones read the history themselves: reading
-		// the events would cost every write a lookup for nothing.
+		// No synced watcher to notify (unsynced ones read the history themselves). The skip
+		// below would pass over every revision too, but would look at each, and warn of a
+		// compacted history (after a snapshot install) that concerns no one.
 		h.view, h.rev = v, v.Rev()
 		return
 	}
