@@ -48,6 +48,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		zap.String("go-version", runtime.Version()), zap.String("name", cfg.Name), zap.String("data-dir", cfg.DataDir))
 
 	defer tuneGC()()
+	defer tuneProcs(lg)()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)

@@ -10,6 +10,9 @@
 #   scripts/bench-vs-etcd/run.sh -rounds 5 -workloads put/200,txn-put/200
 #   ETCD_BIN=/path/to/etcd scripts/bench-vs-etcd/run.sh -together=false
 #   BENCH_NICE=-5 scripts/bench-vs-etcd/run.sh         # favour the benchmark over other load (root only)
+#   BENCH_SERVER_CPUS=1 BENCH_LOAD_CPUS=0 scripts/bench-vs-etcd/run.sh
+#                         # servers on CPU 1, the load generator on CPU 0 (taskset), so that the
+#                         # generator's own CPU does not come out of the servers' share
 set -euo pipefail
 
 etcd_version=v3.7.3
@@ -58,9 +61,27 @@ fi
 
 "$ETCD_BIN" --version | sed -n 1p >&2
 "$BASALT_BIN" --version | sed -n 1,2p >&2
-echo "run.sh: $(nproc) cores, shared by the servers and the load generator" >&2
+pin=()
+if [[ -n "${BENCH_SERVER_CPUS:-}${BENCH_LOAD_CPUS:-}" ]]; then
+	if [[ -z "${BENCH_SERVER_CPUS:-}" || -z "${BENCH_LOAD_CPUS:-}" ]]; then
+		echo "run.sh: set both BENCH_SERVER_CPUS and BENCH_LOAD_CPUS, or neither" >&2
+		exit 2
+	fi
+	# The generator starts the servers: each runs through a wrapper that pins it.
+	for name in basalt etcd; do
+		bin=BASALT_BIN
+		[[ $name == etcd ]] && bin=ETCD_BIN
+		printf '#!/bin/sh\nexec taskset -c %s %q "$@"\n' "$BENCH_SERVER_CPUS" "${!bin}" >"$tmp/bin/pinned-$name"
+		chmod +x "$tmp/bin/pinned-$name"
+	done
+	BASALT_BIN=$tmp/bin/pinned-basalt ETCD_BIN=$tmp/bin/pinned-etcd
+	pin=(taskset -c "$BENCH_LOAD_CPUS")
+	echo "run.sh: servers on CPUs $BENCH_SERVER_CPUS, the load generator on CPUs $BENCH_LOAD_CPUS" >&2
+else
+	echo "run.sh: $(nproc) cores, shared by the servers and the load generator" >&2
+fi
 nice=()
 if [[ -n "${BENCH_NICE:-}" ]]; then
 	nice=(nice -n "$BENCH_NICE")
 fi
-"${nice[@]}" "$tmp/bin/bench-vs-etcd" -basalt-bin "$BASALT_BIN" -etcd-bin "$ETCD_BIN" "$@"
+"${nice[@]}" "${pin[@]}" "$tmp/bin/bench-vs-etcd" -basalt-bin "$BASALT_BIN" -etcd-bin "$ETCD_BIN" "$@"
