@@ -37,6 +37,20 @@ const (
 	// queued, in a row, before it sends them as one (mergeLagging): a watcher that far behind
 	// is caught up in fewer, larger responses, as one that fell into the unsynced set is.
 	watchMergeRunMin = 8
+	// watchFanoutShare is the share of the member's cores (GOMAXPROCS) the watch fan-out may
+	// keep busy, and watchFanoutCoresMin the least it gets (fanoutPacer). With 1k watchers on
+	// the key being written, on two cores, the unpaced fan-out kept up with the writes by
+	// taking the cores from them: about 0.8k puts/s where 5k-6k ran with no watcher. Held to a
+	// quarter of the cores it falls behind instead, and the writes ran at 5.0k-5.2k
+	// (BenchmarkWatchFanout).
+	watchFanoutShare    = 0.25
+	watchFanoutCoresMin = 0.25
+	// watchFanoutBurst is how far ahead of its share the fan-out may run before it rests.
+	watchFanoutBurst = 5 * time.Millisecond
+	// watchSendChargedMax is the most one send counts as fan-out work: a send that waits
+	// longer waits for its client's flow control, and a slow consumer must not make the
+	// others rest.
+	watchSendChargedMax = time.Millisecond
 	// watchProgressIntervalMin is etcd's minWatchProgressInterval.
 	watchProgressIntervalMin = 100 * time.Millisecond
 	// watchProgressIntervalDefault is --watch-progress-notify-interval's default.
@@ -61,6 +75,7 @@ type watchHub struct {
 	streams map[*watch.Stream]*watchStream
 	// advanced is closed, and replaced, each time the core's revision moves.
 	advanced chan struct{}
+	pacer    *fanoutPacer
 }
 
 func newWatchHub(lg *zap.Logger, v *mvcc.View) *watchHub {
@@ -72,6 +87,7 @@ func newWatchHub(lg *zap.Logger, v *mvcc.View) *watchHub {
 		core:     watch.New(lg, v),
 		streams:  map[*watch.Stream]*watchStream{},
 		advanced: make(chan struct{}),
+		pacer:    newFanoutPacer(),
 	}
 	h.latest.Store(v)
 	return h
@@ -94,17 +110,31 @@ func (h *watchHub) run() {
 	defer close(h.donec)
 	t := time.NewTicker(watchSyncInterval)
 	defer t.Stop()
+	// rested wakes the loop when the fan-out's rest is over and watchers are behind.
+	rested := time.NewTimer(0)
+	defer rested.Stop()
 	for {
 		select {
 		case <-h.wake:
 		case <-t.C:
+		case <-rested.C:
 		case <-h.stopc:
 			return
 		}
 		h.mu.Lock()
 		h.advance()
-		if h.core.Sync() {
-			h.kick() // a watcher with room in its queue is still behind: go on soon
+		if h.core.Unsynced() > 0 {
+			start := time.Now()
+			if d := h.pacer.delay(start); d > 0 {
+				rested.Reset(d)
+			} else {
+				more := h.core.Sync()
+				now := time.Now()
+				h.pacer.charge(now, now.Sub(start))
+				if more {
+					h.kick() // a watcher with room in its queue is still behind: go on soon
+				}
+			}
 		}
 		h.wakeStreams()
 		h.mu.Unlock()
@@ -390,11 +420,18 @@ func (s *watchStream) sendLoop(m *Member) error {
 		case <-s.closec:
 			return nil
 		}
+		if !s.hub.pacer.rest(s.closec) {
+			return nil
+		}
+		start := time.Now()
+		var waited time.Duration // beyond watchSendChargedMax, in sends
 		qs := s.hub.take(s)
 		for i, g := range mergeLagging(qs) {
+			sendStart := time.Now()
 			if err := s.send(m, g, maxBytes); err != nil {
 				return err
 			}
+			waited += max(0, time.Since(sendStart)-watchSendChargedMax)
 			if i%watchSendsYieldEvery == watchSendsYieldEvery-1 {
 				runtime.Gosched()
 			}
@@ -402,6 +439,8 @@ func (s *watchStream) sendLoop(m *Member) error {
 		// One report for the whole batch: the hub's lock is taken once per wakeup, not once per
 		// response.
 		s.hub.sent(qs)
+		now := time.Now()
+		s.hub.pacer.charge(now, now.Sub(start)-waited)
 	}
 }
 
