@@ -110,7 +110,7 @@ func (h *watchHub) run() {
 	defer close(h.donec)
 	t := time.NewTicker(watchSyncInterval)
 	defer t.Stop()
-	// rested wakes the loop when the fan-out's rest is over and watchers are behind.
+	// rested wakes the loop when the fan-out's rest is over.
 	rested := time.NewTimer(0)
 	defer rested.Stop()
 	for {
@@ -122,19 +122,16 @@ func (h *watchHub) run() {
 			return
 		}
 		h.mu.Lock()
-		h.advance()
-		if h.core.Unsynced() > 0 {
-			start := time.Now()
-			if d := h.pacer.delay(start); d > 0 {
-				rested.Reset(d)
-			} else {
-				more := h.core.Sync()
-				now := time.Now()
-				h.pacer.charge(now, now.Sub(start))
-				if more {
-					h.kick() // a watcher with room in its queue is still behind: go on soon
-				}
+		start := time.Now()
+		if d := h.pacer.delay(start); d > 0 {
+			rested.Reset(d)
+		} else {
+			h.advance()
+			if h.core.Unsynced() > 0 && h.core.Sync() {
+				h.kick() // a watcher with room in its queue is still behind: go on soon
 			}
+			now := time.Now()
+			h.pacer.charge(now, now.Sub(start))
 		}
 		h.wakeStreams()
 		h.mu.Unlock()
@@ -166,7 +163,7 @@ func (h *watchHub) wakeStreams() {
 }
 
 // waitRev returns once the watchers have been brought to revision rev, or to the newest
-// revision if that is lower. A compaction waits for it before it is proposed: a synced watcher
+// revision if that is lower (after the fan-out's rest, if it owes one). A compaction waits for it before it is proposed: a synced watcher
 // must have every event below the compaction revision queued before compaction can drop them,
 // as etcd notifies synced watchers at commit. (A view that arrives already compacted past
 // revisions the hub never saw, as from a snapshot, cancels the watchers that needed them.)

@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// fanoutPacer keeps the watch fan-out (the streams' senders and the hub's catch-up passes) to
-// a share of the member's time, so that the writes keep theirs when watchers want more events
+// fanoutPacer keeps the watch fan-out (the streams' senders, and the hub's passes that queue
+// new revisions for synced watchers and catch up the others) to a share of the member's time, so that the writes keep theirs when watchers want more events
 // than the machine can deliver. Each piece of fan-out work reports how long it took; the
 // fan-out then rests, all of it, until the work done fits in its share of the time since.
 // Watchers that fall behind meanwhile catch up later in fewer, larger responses, which
