@@ -163,10 +163,11 @@ func (h *watchHub) wakeStreams() {
 }
 
 // waitRev returns once the watchers have been brought to revision rev, or to the newest
-// revision if that is lower (after the fan-out's rest, if it owes one). A compaction waits for it before it is proposed: a synced watcher
-// must have every event below the compaction revision queued before compaction can drop them,
-// as etcd notifies synced watchers at commit. (A view that arrives already compacted past
-// revisions the hub never saw, as from a snapshot, cancels the watchers that needed them.)
+// revision if that is lower (after the fan-out's rest, if it owes one). A compaction waits for
+// it before it is proposed: a synced watcher must have every event below the compaction
+// revision queued before compaction can drop them, as etcd notifies synced watchers at commit.
+// (A view that arrives already compacted past revisions the hub never saw, as from a snapshot,
+// cancels the watchers that needed them.)
 func (h *watchHub) waitRev(ctx context.Context, rev int64) error {
 	for {
 		h.mu.Lock()
