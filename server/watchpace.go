@@ -7,13 +7,13 @@ import (
 )
 
 // fanoutPacer keeps the watch fan-out (the streams' senders, and the hub's passes that queue
-// new revisions for synced watchers and catch up the others) to a share of the member's time, so that the writes keep theirs when watchers want more events
-// than the machine can deliver. Each piece of fan-out work reports how long it took; the
-// fan-out then rests, all of it, until the work done fits in its share of the time since.
-// Watchers that fall behind meanwhile catch up later in fewer, larger responses, which
-// costs less per event. Below its share the fan-out never waits, nor does it for the first
-// watchFanoutBurst of rest it owes: a burst of events is sent at once, and only a fan-out that
-// keeps its share busy is slowed.
+// new revisions for synced watchers and catch up the others) to a share of the member's time,
+// so that the writes keep theirs when watchers want more events than the machine can deliver.
+// Each piece of fan-out work reports how long it took; the fan-out then rests, all of it,
+// until the work done fits in its share of the time since. Watchers that fall behind
+// meanwhile catch up later in fewer, larger responses, which costs less per event. Below its
+// share the fan-out never waits, nor does it for the first watchFanoutBurst of rest it owes:
+// a burst of events is sent at once, and only a fan-out that keeps its share busy is slowed.
 //
 // Time is wall time, not CPU time: when the fan-out's goroutines wait for a core the writes
 // hold, their work takes longer and they rest longer, which is the point.
