@@ -440,7 +440,7 @@ func (s *Store) compactKey(key string, budget int) (work int, done bool) {
 	d := ki.data.Load()
 	vers := d.vers
 	tree := s.st.live
-	if ki.newest().tombstone() {
+	if vers[len(vers)-1].tombstone() {
 		tree = s.st.dead
 	}
 	cut := physicalCut(vers, s.st.compactRev)

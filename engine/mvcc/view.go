@@ -413,7 +413,7 @@ func (v *View) Events(fromRev int64, eventsMax int) (events []*mvccpb.Event, nex
 
 // AnyChanged reports whether a key changed at main revision rev satisfies want, reading only
 // the history, not the keys' versions. ok is false when the view's history does not list rev.
-func (v *View) AnyChanged(rev int64, want func(key string) bool) (any, ok bool) {
+func (v *View) AnyChanged(rev int64, want func(key string) bool) (wanted, ok bool) {
 	h := &v.st.hist
 	i := rev - h.base
 	if rev > v.st.rev || i < int64(h.first) || i >= int64(h.n) {
